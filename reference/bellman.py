@@ -11,13 +11,14 @@ Policies are accepted in three forms (see :func:`joint_policy`):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from reference.game import Game, GameError, check_stochastic
-from reference.sets import UncertaintySet, make_set
+from reference.sets import SharedKernel, UncertaintySet, make_set
 
 PolicyLike = np.ndarray | Sequence[np.ndarray]
 
@@ -50,9 +51,27 @@ def nominal_set() -> UncertaintySet:
     return make_set("contamination", 0.0)
 
 
+_KERNELS: weakref.WeakKeyDictionary[Game, SharedKernel] = weakref.WeakKeyDictionary()
+
+
+def shared_kernel(game: Game) -> SharedKernel:
+    """The game's kernel as a (S*A, S) :class:`SharedKernel`, built once per game and kept while the game lives.
+
+    The game's arrays are read-only, so the cached layouts can never go stale.
+    """
+    kern = _KERNELS.get(game)
+    if kern is None:
+        kern = SharedKernel(game.P_flat, validate=False)
+        _KERNELS[game] = kern
+    return kern
+
+
 def robust_backup(game: Game, uset: UncertaintySet, V: np.ndarray) -> np.ndarray:
-    """R(s,a) + gamma * sigma_{s,a}(V) for all (s, a); returns shape (S, A)."""
-    sig = uset.support(game.P_flat, V, validate=False)
+    """R(s,a) + gamma * sigma_{s,a}(V) for all (s, a), V of shape (S,); returns shape (S, A)."""
+    V = np.asarray(V, dtype=np.float64)
+    if V.shape != (game.n_states,):
+        raise GameError(f"V has shape {V.shape}; expected (S,) = {(game.n_states,)}")
+    sig = uset.support_shared(shared_kernel(game), V)
     return game.R_flat + game.gamma * sig
 
 

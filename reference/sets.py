@@ -12,6 +12,12 @@ The sets, and where to find each formula:
 - chi2: :func:`chi2_support`, :func:`chi2_worst_case` (piecewise closed form over sorted V)
 - kl-penalty (penalised, temperature beta held in ``rho``): :func:`kl_penalty_support`
 - :func:`primal_support` solves the defining convex program with cvxpy, for verification only.
+
+Value iteration applies sigma to one V shared by every (s, a) row. :class:`SharedKernel` prepares a kernel
+once (transposed and logarithmic layouts) and :func:`support_shared` is the fast path for that case: a
+short loop over the top (or bottom) states for tv, one exact exponential pass per row after a shared
+warm start for kl, two matrix-vector products for most chi2 rows. It equals the general functions up to
+rounding; tests compare the two, and both with cvxpy.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ RHO_RANGES: dict[str, tuple[float, float]] = {
     "chi2": (0.0, math.inf),
     "kl-penalty": (0.0, math.inf),  # rho is the temperature beta here, and must be > 0
 }
-_KL_TOL = 1e-13
+_KL_TOL = 1e-13  # relative accuracy of KL(q_t || p0) = rho in the general solver
 _KL_MAX_ITER = 200
+_CHUNK_ROWS = 1024  # rows per block in the general chi2 solver
+_KL_TINY_RHO = 1e-12  # below this radius KL's rounding floor matters; a small-rho expansion is exact to O(rho^1.5)
 
 
 class UncertaintySetError(ValueError):
@@ -183,11 +191,34 @@ def tv_worst_case(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = Tr
 
 
 # ===== KL =========================================================================================
+def _kl_eval(P: np.ndarray, Vp: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For q_t proportional to p0 exp(-t Vp), Vp >= 0 on the support: (log M, E_q[Vp], Var_q[Vp], KL(q_t || p0)).
+
+    M = sum p0 exp(-t Vp). Where M is close to sum p0 (small t), log M is formed as
+    log(sum p0) + log1p(sum p0 expm1(-t Vp) / sum p0), so that log M, and hence KL ~ t^2 Var / 2, keep their
+    relative accuracy instead of drowning in rounding.
+    """
+    X = -t[:, None] * Vp
+    W = P * np.exp(X)
+    M = W.sum(axis=-1)
+    a = P.sum(axis=-1)
+    D = np.einsum("ks,ks->k", P, np.expm1(X))  # M - a, accurate when small
+    near = -0.5 * a < D
+    logM = np.log(M)
+    logM[near] = np.log(a[near]) + np.log1p(D[near] / a[near])
+    mean = np.einsum("ks,ks->k", W, Vp) / M
+    var = np.maximum(np.einsum("ks,ks->k", W, (Vp - mean[:, None]) ** 2) / M, 0.0)
+    return logM, mean, var, -t * mean - logM
+
+
 def _kl_solve(P: np.ndarray, V: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Solve the KL dual row by row. Returns (sigma, t, vmin_supp, saturated) with t = 1/beta*.
 
     saturated rows have rho >= -log p0(argmin over supp), where sigma = min_{supp p0} V (beta -> 0).
-    Other rows solve KL(q_t || p0) = rho for t, q_t proportional to p0 exp(-t (V - vmin)).
+    Other rows solve KL(q_t || p0) = rho for t, q_t proportional to p0 exp(-t (V - vmin)), by Newton on
+    log KL against log t (exact for the small-t law KL ~ t^2 Var / 2) inside a bracket that bisection
+    keeps, to relative accuracy 1e-13 or until the bracket cannot shrink. sigma is the dual objective at
+    that t, a valid lower bound at any t and second-order accurate in the error of t.
     """
     K = P.shape[0]
     Vb = np.broadcast_to(V, P.shape)
@@ -210,53 +241,50 @@ def _kl_solve(P: np.ndarray, V: np.ndarray, rho: float) -> tuple[np.ndarray, np.
     active = np.flatnonzero(~saturated)
     if active.size == 0:
         return sigma, t, vmin, saturated
-    Pa, Va, sa = P[active], Vp[active], spread[active]
-
-    def kl_and_slope(tt: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        W = Pa[rows] * np.exp(-tt[:, None] * Va[rows])
-        M = W.sum(axis=-1)
-        q = W / M[:, None]
-        mean = np.einsum("ks,ks->k", q, Va[rows])
-        var = np.einsum("ks,ks->k", q, (Va[rows] - mean[:, None]) ** 2)
-        kl = -tt * mean - np.log(M)
-        return kl, tt * var, M
-
-    # bracket t in [lo, hi] with KL(lo) < rho <= KL(hi); KL is increasing in t from 0
-    lo = np.zeros(active.size)
-    hi = 1.0 / sa
-    all_rows = np.arange(active.size)
+    Pa, Va = P[active], Vp[active]
+    n = active.size
+    _, mean0, var0, _ = _kl_eval(Pa, Va, np.zeros(n))
+    if rho <= _KL_TINY_RHO:
+        # below the rounding floor of KL: sigma = E V - sqrt(2 rho k2) + rho k3 / (3 k2) + O(rho^1.5), where
+        # k2, k3 are the central moments of V under p0 (valid while t = sqrt(2 rho / k2) is << 1 / spread)
+        k3 = np.einsum("ks,ks->k", Pa, (Va - mean0[:, None]) ** 3) / Pa.sum(axis=-1)
+        ok = np.sqrt(2.0 * rho / var0) * spread[active] <= 1e-2
+        rows = active[ok]
+        sigma[rows] = vmin[rows] + mean0[ok] - np.sqrt(2.0 * rho * var0[ok]) + rho * k3[ok] / (3.0 * var0[ok])
+        t[rows] = np.sqrt(2.0 * rho / var0[ok])
+        if ok.all():
+            return sigma, t, vmin, saturated
+        active, Pa, Va, mean0, var0 = active[~ok], Pa[~ok], Va[~ok], mean0[~ok], var0[~ok]
+        n = active.size
+    # start from the small-rho law t = sqrt(2 rho / Var_p0), capped where that law cannot hold
+    with np.errstate(divide="ignore", over="ignore"):
+        tt = np.minimum(np.sqrt(2.0 * rho / var0), 1e3 / spread[active])
+    lo = np.zeros(n)
+    hi = np.full(n, np.inf)
+    lr = math.log(rho)
+    todo = np.arange(n)
     for _ in range(_KL_MAX_ITER):
-        kl, _, _ = kl_and_slope(hi, all_rows)
-        short = kl < rho
-        if not short.any():
-            break
-        lo[short] = hi[short]
-        hi[short] *= 4.0
-    tt = 0.5 * (lo + hi)
-    todo = all_rows
-    for _ in range(_KL_MAX_ITER):
-        kl, slope, _ = kl_and_slope(tt[todo], todo)
-        f = kl - rho
-        solved = np.abs(f) <= _KL_TOL
-        todo, f, slope = todo[~solved], f[~solved], slope[~solved]
+        _, mean, var, kl = _kl_eval(Pa[todo], Va[todo], tt[todo])
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            g = np.log(kl) - lr  # monotone increasing in t
+            below = g < 0
+            lo[todo[below]] = tt[todo[below]]
+            hi[todo[~below]] = tt[todo[~below]]
+            step = g * kl / (tt[todo] ** 2 * var)  # Newton step in log t: g / (d log KL / d log t)
+            nxt = tt[todo] * np.exp(-np.clip(step, -5.0, 5.0))
+        l_, h_ = lo[todo], hi[todo]
+        inside = np.isfinite(nxt) & (nxt > l_) & (nxt < h_)
+        bisect = np.where(np.isfinite(h_), np.where(l_ > 0, np.sqrt(l_ * h_), 0.25 * h_), 4.0 * l_)
+        nxt = np.where(inside, nxt, bisect)
+        done = (np.abs(g) <= _KL_TOL) | (np.isfinite(h_) & (h_ - l_ <= 4 * np.finfo(np.float64).eps * h_))
+        done |= inside & (np.abs(nxt - tt[todo]) <= 4 * np.finfo(np.float64).eps * tt[todo])
+        tt[todo[~done]] = nxt[~done]
+        todo = todo[~done]
         if todo.size == 0:
             break
-        below = f < 0
-        lo[todo[below]] = tt[todo[below]]
-        hi[todo[~below]] = tt[todo[~below]]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            newton = tt[todo] - f / slope
-        mid = 0.5 * (lo[todo] + hi[todo])
-        ok = np.isfinite(newton) & (newton > lo[todo]) & (newton < hi[todo])
-        nxt = np.where(ok, newton, mid)
-        stalled = hi[todo] - lo[todo] <= 4 * np.finfo(np.float64).eps * hi[todo]
-        tt[todo] = np.where(stalled, tt[todo], nxt)
-        todo = todo[~stalled]
-        if todo.size == 0:
-            break
-    # dual objective at the solved t: a valid lower bound at any t, and second-order accurate
-    M = np.einsum("ks,ks->k", Pa, np.exp(-tt[:, None] * Va))
-    sigma[active] = vmin[active] - (np.log(M) + rho) / tt
+    _, mean, _, kl = _kl_eval(Pa, Va, tt)
+    # vmin - (log M + rho) / t, written so that rounding in log M is not divided by a small t
+    sigma[active] = vmin[active] + mean + (kl - rho) / tt
     t[active] = tt
     return sigma, t, vmin, saturated
 
@@ -289,7 +317,8 @@ def _kl_penalty_parts(P: np.ndarray, V: np.ndarray, beta: float) -> tuple[np.nda
     """Shifted Gibbs weights W = p0 exp(-(V - c)/beta) and c = min_{supp} V (so W <= p0, no overflow)."""
     Vb = np.broadcast_to(V, P.shape)
     c = np.where(P > 0, Vb, np.inf).min(axis=-1)
-    W = np.where(P > 0, P * np.exp(-(Vb - c[:, None]) / beta), 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # off the support the exponent may overflow; masked
+        W = np.where(P > 0, P * np.exp(-(Vb - c[:, None]) / beta), 0.0)
     return W, c
 
 
@@ -319,6 +348,12 @@ def _chi2_solve(P: np.ndarray, V: np.ndarray, rho: float) -> tuple[np.ndarray, n
     its segment and taking the best segment gives the exact maximum. Returns (sigma, eta*).
     """
     K = P.shape[0]
+    if K > _CHUNK_ROWS:  # blocks of rows keep the many temporaries below in cache
+        parts = [
+            _chi2_solve(P[i : i + _CHUNK_ROWS], V if V.ndim == 1 else V[i : i + _CHUNK_ROWS], rho)
+            for i in range(0, K, _CHUNK_ROWS)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     c2 = 1.0 + rho
     Ps, Vs, _ = _sorted_rows(P, V, descending=False)
     supp_any = Ps > 0
@@ -343,7 +378,20 @@ def _chi2_solve(P: np.ndarray, V: np.ndarray, rho: float) -> tuple[np.ndarray, n
     g = np.where(finite, e - np.sqrt(c2 * Q), -np.inf)
     best = np.argmax(g, axis=-1)
     rows = np.arange(K)
-    return g[rows, best] + vmin, eta[rows, best] + vmin
+    sigma, eta_best = g[rows, best] + vmin, eta[rows, best] + vmin
+    # Where the optimal eta lies above every value on the support (always so for small rho), the maximum
+    # is sigma = E V - sqrt(rho Var V) at eta = E V + sqrt(Var V / rho). Written directly, it keeps its
+    # accuracy when rho is tiny, where c2 A - 1 in the last segment is swamped by rounding in A.
+    a = A[:, -1]
+    mean = B[:, -1] / a
+    var = np.maximum(np.einsum("ks,ks->k", Ps, (X - mean[:, None]) ** 2) / a, 0.0)
+    vmax = np.where(supp_any, X, -np.inf).max(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        eta_top = mean + np.sqrt(var / rho)
+    top = (eta_top >= vmax) | (var == 0.0)
+    sigma[top] = vmin[top] + mean[top] - np.sqrt(rho * var[top])
+    eta_best[top] = vmin[top] + np.where(var[top] == 0.0, mean[top], eta_top[top])
+    return sigma, eta_best
 
 
 def chi2_support(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = True) -> np.ndarray:
@@ -365,14 +413,422 @@ def chi2_worst_case(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = 
         return P.copy().reshape(*shape, P.shape[-1])
     _, eta = _chi2_solve(P, Vr, rho)
     Vb = np.broadcast_to(Vr, P.shape)
-    W = P * np.maximum(eta[:, None] - Vb, 0.0)
-    tot = W.sum(axis=-1)
     supp = P > 0
     vmin = np.where(supp, Vb, np.inf).min(axis=-1)
+    # p0 (eta - V)_+ scaled by 1 / (eta - vmin) >= 0, which also covers eta = inf (p* = p0) for tiny rho
+    span = eta - vmin
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        W = P * np.maximum(1.0 - np.where(supp, Vb - vmin[:, None], 0.0) / span[:, None], 0.0)
+    W = np.where(np.isfinite(W), W, 0.0)
+    tot = W.sum(axis=-1)
     at_min = np.where(supp & (Vb == vmin[:, None]), P, 0.0)
-    degenerate = tot <= 1e-300
+    degenerate = (tot <= 1e-300) | ~(span > 0)
     W = np.where(degenerate[:, None], at_min, W)
     return (W / W.sum(axis=-1, keepdims=True)).reshape(*shape, P.shape[-1])
+
+
+# ===== shared-V fast path (the Bellman case) ======================================================
+# One V for every row lets each support function work on a transposed copy of the kernel: the TV
+# dual becomes a short loop over the highest (or lowest) valued states, and the KL dual needs one
+# exact exponential pass per row after a shared-temperature warm start. Results agree with the
+# general functions above to rounding (the tests check this and compare both with cvxpy).
+_TV_CHECK_EVERY = 8  # steps between checks for rows that are still active
+_TV_FINISH_FRACTION = 1 / 32  # finish row by row once this few rows are still active
+_KL_GRID = 5  # shared inverse temperatures in the warm-start grid, a factor _KL_GRID_RATIO apart
+_KL_GRID_RATIO = 2.0**0.75
+_KL_MAX_PASSES = 6  # exact per-row passes before the remaining rows go to the general solver
+_KL_CHUNK = 512  # rows per block in a per-row pass (keeps the block in cache)
+_KL_REL_TOL = 1e-14  # accepted model error, relative to 1 + max |V|
+_EPS = float(np.finfo(np.float64).eps)
+
+
+class SharedKernel:
+    """A fixed kernel of shape (..., S), prepared once for support functions whose V is shared by all rows.
+
+    Guarantees: the kernel is validated (when asked) and held read-only; derived layouts (transposed,
+    logarithm, float32 copy) are built lazily, once, and never change, so results equal those of the
+    general functions up to rounding. This is the per-game workspace of value iteration.
+    """
+
+    def __init__(self, P0: np.ndarray, validate: bool = True) -> None:
+        P = np.asarray(P0, dtype=np.float64)
+        if P.ndim < 1 or P.shape[-1] < 1:
+            raise UncertaintySetError(f"P0 must have shape (..., S) with S >= 1; got {P.shape}")
+        if validate:
+            from reference.game import GameError, check_stochastic
+
+            try:
+                check_stochastic("P0", P)
+            except GameError as exc:
+                raise UncertaintySetError(str(exc)) from exc
+        self.out_shape: tuple[int, ...] = tuple(P.shape[:-1])
+        flat = P.reshape(-1, P.shape[-1])
+        if flat.flags.writeable or not flat.flags.c_contiguous:
+            flat = np.array(flat, order="C")  # a private copy: the cache must never go stale
+            flat.setflags(write=False)
+        self.P: np.ndarray = flat
+        self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def n_rows(self) -> int:
+        """K, the number of rows (distributions) in the kernel."""
+        return int(self.P.shape[0])
+
+    @property
+    def n_states(self) -> int:
+        """S, the number of successor states."""
+        return int(self.P.shape[1])
+
+    def _get(self, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
+        arr = self._cache.get(key)
+        if arr is None:
+            arr = build()
+            arr.setflags(write=False)
+            self._cache[key] = arr
+        return arr
+
+    @property
+    def transposed(self) -> np.ndarray:
+        """P as (S, K), C-contiguous: the successor state's column of every row is one contiguous row."""
+        return self._get("PT", lambda: np.ascontiguousarray(self.P.T))
+
+    @property
+    def transposed32(self) -> np.ndarray:
+        """A float32 copy of `transposed`, used only for the KL warm start (never for a result)."""
+        return self._get("PT32", lambda: self.transposed.astype(np.float32))
+
+    @property
+    def log_kernel(self) -> np.ndarray:
+        """log P (K, S), with -inf where P is 0."""
+
+        def build() -> np.ndarray:
+            with np.errstate(divide="ignore"):
+                return np.log(self.P)
+
+        return self._get("logP", build)
+
+    @property
+    def row_sums(self) -> np.ndarray:
+        """The sum of every row (1 within the validation tolerance)."""
+        return self._get("rowsum", lambda: self.P.sum(axis=-1))
+
+    def nominal(self, V: np.ndarray) -> np.ndarray:
+        """p0.V for every row, shape (K,)."""
+        return V @ self.transposed
+
+    def support_min(self, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: min of V over supp(p0), and the p0-mass of the states attaining it (ties included)."""
+        K = self.n_rows
+        PT = self.transposed
+        vmin = np.empty(K)
+        pmin = np.zeros(K)
+        found = np.zeros(K, dtype=bool)
+        order = np.argsort(V, kind="stable")
+        vals = V[order]
+        starts = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1]])
+        ends = np.r_[starts[1:], vals.size]
+        for lo, hi in zip(starts, ends, strict=True):
+            mass = PT[order[lo]].copy() if hi - lo == 1 else PT[order[lo:hi]].sum(axis=0)
+            new = (mass > 0) & ~found
+            vmin[new] = vals[lo]
+            pmin[new] = mass[new]
+            found |= new
+            if found.all():
+                break
+        return vmin, pmin
+
+
+def _shared_v(kernel: SharedKernel, V: np.ndarray) -> np.ndarray:
+    V = np.asarray(V, dtype=np.float64)
+    if V.shape != (kernel.n_states,):
+        raise UncertaintySetError(f"V has shape {V.shape}; a shared V has shape (S,) = {(kernel.n_states,)}")
+    if not np.isfinite(V).all():
+        idx = int(np.flatnonzero(~np.isfinite(V))[0])
+        raise UncertaintySetError(f"V has a non-finite value {float(V[idx])!r} at index ({idx},)")
+    return V
+
+
+def _deplete(kernel: SharedKernel, budget: np.ndarray, states: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """Return sum_j gaps[j] * max(budget - sum_{i <= j} P[:, states[i]], 0) for every row, exactly.
+
+    `budget` (K,) >= 0 is consumed in place. Loops over `states` with contiguous rows of the transposed
+    kernel and stops once every budget is spent; the last few active rows are finished row by row.
+    """
+    K = kernel.n_rows
+    PT = kernel.transposed
+    acc = np.zeros(K)
+    zero = np.zeros(K)
+    m = len(states)
+    for j in range(m):
+        np.subtract(budget, PT[states[j]], out=budget)
+        np.maximum(budget, zero, out=budget)
+        if gaps[j] != 0.0:
+            acc += gaps[j] * budget
+        if (j + 1) % _TV_CHECK_EVERY == 0 and j + 1 < m:
+            n_active = int(np.count_nonzero(budget))
+            if n_active == 0:
+                break
+            if n_active <= K * _TV_FINISH_FRACTION:
+                rows = np.flatnonzero(budget)
+                sub = kernel.P[rows][:, states[j + 1 :]]
+                np.cumsum(sub, axis=1, out=sub)
+                np.subtract(budget[rows, None], sub, out=sub)
+                np.maximum(sub, 0.0, out=sub)
+                acc[rows] += sub @ gaps[j + 1 :]
+                break
+    return acc
+
+
+def _tv_shared(kernel: SharedKernel, V: np.ndarray, rho: float) -> np.ndarray:
+    """TV support for a shared V: the same formula as :func:`tv_support`, looping over the fewer end of V.
+
+    With V sorted decreasingly, sigma = p0.V - sum_j min(C_j, rho) g_j (C_j the top mass, g_j the gaps).
+    For rho <= 1/2 the loop runs over the top states until rho is spent; otherwise over the bottom
+    states until 1 - rho is spent, using min(C_j, rho) = C_j - (a - rho - D_{j+1})_+ with a the row sum.
+    """
+    S = kernel.n_states
+    if S == 1 or rho == 0.0:
+        return kernel.nominal(V)
+    order = np.argsort(-V, kind="stable")
+    vs = V[order]
+    gaps = vs[:-1] - vs[1:]
+    if rho <= 0.5:
+        budget = np.full(kernel.n_rows, rho)
+        base = kernel.nominal(V) - rho * (vs[0] - vs[-1])
+        return base + _deplete(kernel, budget, order[:-1], gaps)
+    budget = np.maximum(kernel.row_sums - rho, 0.0)
+    base = kernel.row_sums * vs[-1]
+    return base + _deplete(kernel, budget, order[:0:-1], gaps[::-1].copy())
+
+
+def _kl_warm_start(
+    kernel: SharedKernel, V: np.ndarray, rho: float, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Starting inverse temperatures and brackets (t0, lo, hi) for the KL dual of `rows`.
+
+    KL(q_t || p0) is evaluated for every row at a few shared t (one float32 matrix product), and log t
+    is interpolated (cubic Hermite in log KL) between the two grid points around rho. This is a
+    heuristic only: the exact passes that follow test every result against their own brackets.
+    """
+    G = _KL_GRID
+    tg = math.sqrt(2.0 * rho) / float(V.std()) * _KL_GRID_RATIO ** (np.arange(G) - (G - 1) / 2)
+    vmin = V.min()
+    Y = V - V.mean()
+    E = np.exp(-np.outer(tg, V - vmin))
+    B = np.concatenate([E, E * Y, E * Y * Y]).astype(np.float32)
+    PT32 = kernel.transposed32
+    Mg = B @ PT32 if rows.size == kernel.n_rows else B @ PT32[:, rows]
+    n = rows.size
+    t0 = np.full(n, tg[(G - 1) // 2])
+    lo = np.zeros(n)
+    hi = np.full(n, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        M0 = Mg[:G]
+        f = (-tg[:, None]).astype(np.float32) * (Mg[G : 2 * G] / M0 + np.float32(V.mean() - vmin)) - np.log(M0)
+        ok = (M0 > 1e-30).all(axis=0) & np.isfinite(f).all(axis=0)
+        n_le = np.count_nonzero(f <= rho, axis=0)
+        sel = np.flatnonzero(ok)
+        # log KL and its slope d log KL / d log t = t^2 Var / KL at the grid points around rho
+        g0 = np.clip(n_le[sel] - 1, 0, G - 2)
+        fa, fb = f[g0, sel].astype(np.float64), f[g0 + 1, sel].astype(np.float64)
+        sl = []
+        for g, fg in ((g0, fa), (g0 + 1, fb)):
+            m0 = Mg[g, sel].astype(np.float64)
+            m1 = Mg[G + g, sel] / m0
+            var = Mg[2 * G + g, sel] / m0 - m1 * m1
+            sl.append(tg[g] ** 2 * var / fg)
+        sa, sb = sl
+        wa, wb = np.log(fa), np.log(fb)
+    lr = math.log(rho)
+    good = np.isfinite(wa) & np.isfinite(wb) & (sa > 0) & (sb > 0) & (wb > wa)
+    sel, g0, wa, wb, sa, sb, nl = sel[good], g0[good], wa[good], wb[good], sa[good], sb[good], n_le[sel[good]]
+    below, above, mid = nl == 0, nl == G, (nl > 0) & (nl < G)
+    # outside the grid: follow the local power law KL ~ t^slope from the nearest end
+    t0[sel[below]] = tg[0] * np.exp(np.clip((lr - wa[below]) / sa[below], -4.0, 0.0))
+    hi[sel[below]] = tg[0] * (1 + 1e-4)
+    t0[sel[above]] = tg[-1] * np.exp(np.clip((lr - wb[above]) / sb[above], 0.0, 4.0))
+    lo[sel[above]] = tg[-1] * (1 - 1e-4)
+    s, g, h = sel[mid], g0[mid], (wb - wa)[mid]
+    x = (lr - wa[mid]) / h
+    x2, x3 = x * x, x * x * x
+    u0, u1 = np.log(tg[g]), np.log(tg[g + 1])
+    ut = (2 * x3 - 3 * x2 + 1) * u0 + (x3 - 2 * x2 + x) * h / sa[mid] + (3 * x2 - 2 * x3) * u1 + (x3 - x2) * h / sb[mid]
+    lo[s], hi[s] = tg[g] * (1 - 1e-4), tg[g + 1] * (1 + 1e-4)
+    t0[s] = np.clip(np.exp(ut), lo[s], hi[s])
+    return t0, lo, hi
+
+
+def _kl_pass(
+    kernel: SharedKernel, V: np.ndarray, rows: np.ndarray, t: np.ndarray, shift: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """Exact moments sum_s p0(s) exp(-t (V(s) - vmin_row)) cols[s, :] for every row, at that row's t."""
+    from scipy.linalg.blas import dger
+
+    LP = kernel.log_kernel
+    full = rows.size == kernel.n_rows
+    out = np.empty((rows.size, cols.shape[1]))
+    b = _KL_CHUNK
+    buf = np.empty((min(b, rows.size), kernel.n_states))
+    negV = -(V - V.min())
+    ones = np.ones(kernel.n_states)
+    for i in range(0, rows.size, b):
+        n = min(b, rows.size - i)
+        X = buf[:n]
+        if full:
+            X[...] = LP[i : i + n]
+        else:
+            np.take(LP, rows[i : i + n], axis=0, out=X)
+        XT = X.T  # Fortran view: dger updates it in place
+        dger(1.0, negV, t[i : i + n], a=XT, overwrite_a=True)
+        sh = shift[i : i + n]
+        if sh.any():
+            dger(1.0, ones, t[i : i + n] * sh, a=XT, overwrite_a=True)
+        np.exp(X, out=X)
+        np.matmul(X, cols, out=out[i : i + n])
+    return out
+
+
+def _kl_shared(kernel: SharedKernel, V: np.ndarray, rho: float) -> np.ndarray:
+    """KL support for a shared V, equal to :func:`kl_support` up to rounding (model error <= 1e-14 scale).
+
+    Saturated rows give min over supp(p0). For the others, each exact pass at a per-row t yields the
+    cumulants of V under q_t up to order 4; the quartic model of log E exp(-t V) is maximised near t and
+    accepted when a bound on its Taylor remainder (|kappa_5| <= 3.5 L^3 Var) is below 1e-14 (1 + max|V|).
+    Rows not accepted after a few passes go to the general bracketed Newton solver.
+    """
+    if rho == 0.0:
+        return kernel.nominal(V)
+    vmin, pmin = kernel.support_min(V)
+    with np.errstate(divide="ignore"):
+        cap = -np.log(pmin)
+    sigma = vmin.copy()
+    act = np.flatnonzero((rho < cap) & (pmin < kernel.row_sums))
+    if act.size == 0:
+        return sigma
+    gmin = V.min()
+    L = float(V.max() - gmin)  # bounds every row's spread of V over its support
+    shift = vmin[act] - gmin
+    c = float(V.mean())
+    Y = V - c
+    cols = np.stack([np.ones_like(Y), Y, Y * Y, Y**3, Y**4], axis=1)
+    tolabs = _KL_REL_TOL * (1.0 + float(np.abs(V).max()))
+    t, lo, hi = _kl_warm_start(kernel, V, rho, act)
+    todo = np.arange(act.size)
+    for _ in range(_KL_MAX_PASSES):
+        if todo.size == 0:
+            break
+        rows = act[todo]
+        tt = t[todo]
+        Mo = _kl_pass(kernel, V, rows, tt, shift[todo], cols)
+        vm = vmin[rows]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            m = Mo[:, 1:] / Mo[:, :1]
+            m1, m2, m3, m4 = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
+            m1s = m1 * m1
+            k2 = np.maximum(m2 - m1s, 0.0)
+            k3 = m3 - m1 * (3.0 * m2 - 2.0 * m1s)
+            k4 = m4 - m1 * (4.0 * m3 - m1 * (6.0 * m2 - 3.0 * m1s)) - 3.0 * k2 * k2
+            k1 = m1 + (c - vm)  # mean of V - vmin_row under q_t
+            L0 = np.log(Mo[:, 0])
+            f = -tt * k1 - L0  # KL(q_t || p0)
+            below = f < rho
+            lo[todo[below]] = np.maximum(lo[todo[below]], tt[below])
+            hi[todo[~below]] = np.minimum(hi[todo[~below]], tt[~below])
+            lot, hit = lo[todo], hi[todo]
+            # Newton for log KL against log t (exact in the small-t regime KL ~ t^2 Var / 2), step clipped
+            slope = tt * tt * k2 / f
+            step = np.clip((math.log(rho) - np.log(f)) / slope, -3.0, 3.0)
+            t_newton = tt * np.exp(step)
+            # maximise the quartic model of h(t + d) = vmin - (log M(t + d) + rho) / (t + d) by Newton in d:
+            # log M(t + d) ~ L0 - k1 d + k2 d^2/2 - k3 d^3/6 + k4 d^4/24, and h'(t + d) = 0 where f = rho
+            d = t_newton - tt
+            c3, c4 = k3 / 6.0, k4 / 24.0
+            for _ in range(4):
+                Lp = -k1 + d * (k2 - d * (3.0 * c3 - d * 4.0 * c4))
+                Lm = L0 + d * (-k1 + d * (0.5 * k2 - d * (c3 - d * c4)))
+                fpm = (tt + d) * (k2 - d * (6.0 * c3 - d * 12.0 * c4))
+                d = d + (rho - ((tt + d) * Lp - Lm)) / fpm
+            Lp = -k1 + d * (k2 - d * (3.0 * c3 - d * 4.0 * c4))
+            Lm = L0 + d * (-k1 + d * (0.5 * k2 - d * (c3 - d * c4)))
+            fpm = (tt + d) * (k2 - d * (6.0 * c3 - d * 12.0 * c4))
+            tn = tt + d
+            resid = rho - (tn * Lp - Lm)  # the model's KL misses rho by this much at tn
+            val = vm - Lp - resid / tn  # = vm - (Lm + rho) / tn, without dividing rounding errors by a small t
+            ad = np.abs(d)
+            err = (3.5 / 120.0 * L**3) * k2 * np.exp(L * ad) * (ad * ad) * (ad * ad) * ad / tn  # Taylor remainder
+            err += resid * resid / (2.0 * tn * fpm)  # distance of the model's h from its maximum
+            err += 8.0 * _EPS * (1.0 + np.abs(L0) + tt * np.abs(k1)) / tn  # rounding in log M, over t
+            inside = np.isfinite(tn) & (tn > lot) & (tn < hit)
+            ok = np.isfinite(val) & (k2 > 0) & (fpm > 0) & (ad <= 0.25 * tt) & (err <= tolabs) & inside
+        sigma[rows[ok]] = val[ok]
+        nxt = np.where(inside & (ad <= tt), tn, t_newton)
+        bisect = np.where(np.isfinite(hit), np.where(lot > 0, np.sqrt(lot * hit), 0.25 * hit), 4.0 * tt)
+        good = np.isfinite(nxt) & (nxt > lot) & (nxt < hit)
+        t[todo] = np.where(good, nxt, bisect)
+        todo = todo[~ok]
+    if todo.size:
+        rows = act[todo]
+        sigma[rows] = _kl_solve(kernel.P[rows], V, rho)[0]
+    return sigma
+
+
+def _kl_penalty_shared(kernel: SharedKernel, V: np.ndarray, beta: float) -> np.ndarray:
+    """-beta log E_p0 exp(-V / beta) with one shared exponential; rows where it underflows are redone exactly."""
+    gmin = V.min()
+    M = np.exp(-(V - gmin) / beta) @ kernel.transposed
+    sigma = np.empty(kernel.n_rows)
+    good = M > 1e-250
+    sigma[good] = gmin - beta * np.log(M[good])
+    if not good.all():
+        rows = np.flatnonzero(~good)
+        W, cmin = _kl_penalty_parts(kernel.P[rows], V, beta)
+        sigma[rows] = cmin - beta * np.log(W.sum(axis=-1))
+    return sigma
+
+
+def _chi2_shared(kernel: SharedKernel, V: np.ndarray, rho: float) -> np.ndarray:
+    """chi2 support for a shared V: E V - sqrt(rho Var V) from two matrix-vector products on the rows whose
+    optimal eta lies above every value on their support (the case of :func:`_chi2_solve`'s last segment);
+    the other rows go through the general segment search.
+    """
+    if rho == 0.0:
+        return kernel.nominal(V)
+    Y = V - V.mean()
+    a = kernel.row_sums
+    m1 = kernel.nominal(Y) / a
+    m2 = kernel.nominal(Y * Y) / a
+    var = np.maximum(m2 - m1 * m1, 0.0)
+    vmax = -kernel.support_min(-V)[0]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        top = m1 + np.sqrt(var / rho) >= vmax - V.mean()
+    # var from raw moments loses relative accuracy when it is tiny against m2; such rows take the general path
+    top &= var >= 1e-4 * m2
+    sigma = np.empty(kernel.n_rows)
+    sigma[top] = V.mean() + m1[top] - np.sqrt(rho * var[top])
+    rest = np.flatnonzero(~top)
+    if rest.size:
+        sigma[rest] = _chi2_solve(kernel.P[rest], V, rho)[0]
+    return sigma
+
+
+def support_shared(name: str, kernel: SharedKernel, V: np.ndarray, rho: float) -> np.ndarray:
+    """sigma(V) for every row of a prepared kernel and one V shared by all rows; shape kernel.out_shape.
+
+    Equals the general support function of the set up to rounding; this is the value-iteration fast path.
+    """
+    rho = check_rho(name, rho)
+    V = _shared_v(kernel, V)
+    if name == "contamination":
+        out = (1.0 - rho) * kernel.nominal(V) + rho * V.min()
+    elif name == "tv":
+        out = _tv_shared(kernel, V, rho)
+    elif name == "kl":
+        out = _kl_shared(kernel, V, rho)
+    elif name == "kl-penalty":
+        out = _kl_penalty_shared(kernel, V, rho)
+    else:
+        out = _chi2_shared(kernel, V, rho)
+    return out.reshape(kernel.out_shape)
 
 
 # ===== the set objects ============================================================================
@@ -409,6 +865,10 @@ class UncertaintySet:
     def support(self, P0: np.ndarray, V: np.ndarray, validate: bool = True) -> np.ndarray:
         """sigma(V) for every row of P0: the worst-case expectation of V over the set."""
         return _SUPPORT[self.name](P0, V, self.rho, validate=validate)
+
+    def support_shared(self, kernel: SharedKernel, V: np.ndarray) -> np.ndarray:
+        """sigma(V) for every row of a prepared kernel, V of shape (S,) shared by all rows (fast path)."""
+        return support_shared(self.name, kernel, V, self.rho)
 
     def worst_case(self, P0: np.ndarray, V: np.ndarray, validate: bool = True) -> np.ndarray:
         """A minimiser p* of p.V over the set, for every row of P0 (rows sum to 1)."""
