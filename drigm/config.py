@@ -1,0 +1,466 @@
+"""Typed run configuration: dataclasses, YAML loading with inheritance, command-line overrides, validation.
+
+A run is described by one :class:`RunConfig` tree. It is built from plain data (YAML files, then
+overrides) by :func:`build_config`, which refuses unknown keys and wrong types with the dotted key
+name, and is then checked by :meth:`RunConfig.validate`, which names the key, the value and the
+allowed range. Nothing is read through untyped attribute lookups with defaults.
+
+YAML files may inherit: a top-level ``base: other.yaml`` (a path relative to the file, or a list of
+them) is loaded first and the file's own keys are deep-merged over it. ``base: preset:NAME`` starts
+from a built-in preset of :data:`PRESETS` (the tuned tabular settings that the demo and the learning
+gates use live there, once).
+
+Override syntax (``--override``): ``key.sub=value`` with the value parsed as YAML (``null`` for None),
+for example ``learner.lr=1e-3`` or ``mixer.params.embed_dim=16``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import types
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from drigm.mixers import MixerError, get_mixer
+from drigm.targets import TargetConfig
+from reference.sets import SET_NAMES, UncertaintySetError, check_rho
+
+CONFIG_FILE = "config.yaml"
+"""The name of the resolved config inside a run directory."""
+
+
+class ConfigError(ValueError):
+    """A configuration key, type or value is invalid; the message names the key."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Small one-hot tabular games: the defaults of the dataclasses below (tuned for them) plus a 10k-step
+    # budget and narrow agents; seconds on a laptop CPU. The demo and the learning gates use this preset.
+    # QTRAN runs add mixer.params.nopt_coef=1.0 (see QTranParams).
+    "tabular": {
+        "env": {"name": "tabular:robust_vs_nominal"},
+        "steps": 10_000,
+        "agent": {"hidden": 32},
+    },
+}
+"""Built-in starting points for configs, referenced from YAML as ``base: preset:NAME``."""
+
+
+@dataclass
+class EnvConfig:
+    """The environment: a registry spec ``name:arg``, an optional episode-length cap, adapter kwargs."""
+
+    name: str = "tabular:robust_vs_nominal"
+    episode_limit: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AgentConfig:
+    """Utility networks: body (mlp|gru), width, parameter sharing, agent-id and last-action inputs, MLP history."""
+
+    arch: str = "mlp"
+    hidden: int = 64
+    shared: bool = True
+    agent_id: bool = True
+    last_action: bool = False
+    history: int = 1
+
+
+@dataclass
+class MixerConfig:
+    """The mixer (the ``--algo``): a registered name and that mixer's own typed parameters (as a mapping)."""
+
+    name: str = "qmix"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def typed_params(self) -> Any:
+        """The params mapping as the mixer's Params dataclass (unknown keys and bad types raise ConfigError)."""
+        try:
+            cls = get_mixer(self.name)
+        except MixerError as exc:
+            raise ConfigError(f"mixer.name: {exc}") from exc
+        params = _build(cls.Params, self.params, "mixer.params.")
+        try:
+            params.validate()
+        except MixerError as exc:
+            raise ConfigError(str(exc)) from exc
+        return params
+
+
+@dataclass
+class ExplorationConfig:
+    """Epsilon-greedy exploration: eps_start for the first eps_hold_steps env steps, then annealed linearly
+    to eps_finish over eps_anneal_steps env steps.
+
+    Anneal over most of a run: VDN and QMIX cannot fit coordination payoffs exactly, and once data is
+    dominated by one greedy joint action their fit keeps it greedy; near-uniform data while the values
+    converge lets the better joint action win (the learning gates rely on this).
+    """
+
+    eps_start: float = 1.0
+    eps_finish: float = 0.05
+    eps_anneal_steps: int = 7_000
+    eps_hold_steps: int = 0
+
+    def epsilon(self, t_env: int) -> float:
+        """Epsilon after `t_env` environment steps (a pure function of t_env, so resumed runs continue it)."""
+        t = max(0, t_env - self.eps_hold_steps)
+        if self.eps_anneal_steps == 0:
+            return self.eps_finish if t_env >= self.eps_hold_steps else self.eps_start
+        frac = min(1.0, t / self.eps_anneal_steps)
+        return self.eps_start + frac * (self.eps_finish - self.eps_start)
+
+
+@dataclass
+class LearnerConfig:
+    """Optimisation: discount, optimiser, clipping, batch and buffer sizes, update schedule, target networks.
+
+    The defaults suit small tabular games (Adam 1e-3, a 500-episode buffer, hard target updates every 50
+    updates); the seed paper's settings (RMSprop 5e-4, clipping at 10, its TV schedule) are in
+    ``experiments/paper_tv_schedule.yaml``. ``buffer_size`` counts episodes.
+
+    Schedule: every ``update_every`` environment steps one training phase runs ``q_steps`` Q updates,
+    each on a fresh batch. The robust target's auxiliary networks are updated before every Q update,
+    or, with ``aux_first``, once at the start of the phase (the paper's TV schedule: update_every 8,
+    q_steps 4, aux_first, target.aux_steps 4). ``cpu_threads`` sets torch's intra-op threads for the
+    process (0 keeps torch's default); one thread is fastest for these small networks and avoids
+    OpenMP spin contention on busy machines.
+    """
+
+    gamma: float | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    rms_alpha: float = 0.99
+    optim_eps: float = 1e-5
+    grad_clip: float = 10.0
+    batch_size: int = 32
+    buffer_size: int = 500
+    update_every: int = 8
+    q_steps: int = 1
+    aux_first: bool = False
+    double_q: bool = True
+    target_update: str = "hard"
+    target_update_interval: int = 50
+    tau: float = 0.005
+    device: str = "auto"
+    cpu_threads: int = 1
+
+
+@dataclass
+class EvalConfig:
+    """Greedy evaluation: episodes per evaluation, interval in env steps (0: only at the end), value set.
+
+    ``set``/``rho`` choose the uncertainty set for the exact robust values reported on tabular games;
+    when unset, the run's target set is used (and nominal values when the target kind is "none").
+    For set "kl-penalty", rho holds the temperature beta (the reference solver's convention).
+    """
+
+    episodes: int = 20
+    interval: int = 0
+    set: str | None = None
+    rho: float | None = None
+
+
+@dataclass
+class RunConfig:
+    """One training run: seed, env-step budget, output directory, and the component configs."""
+
+    seed: int = 0
+    steps: int = 20_000
+    out: str = "runs/drigm"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    mixer: MixerConfig = field(default_factory=MixerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    explore: ExplorationConfig = field(default_factory=ExplorationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log_interval: int = 1000
+    checkpoint_interval: int = 5000
+    checkpoint_buffer: bool = True
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the key, its value and the allowed range for the first invalid entry."""
+        _check_int("seed", self.seed, 0, 2**32 - 1)
+        _check_int("steps", self.steps, 1)
+        if not self.out:
+            raise ConfigError("out must be a non-empty directory path")
+        if not self.env.name:
+            raise ConfigError("env.name must be a non-empty spec like 'tabular:robust_vs_nominal'")
+        if self.env.episode_limit is not None:
+            _check_int("env.episode_limit", self.env.episode_limit, 1)
+        a = self.agent
+        _check_choice("agent.arch", a.arch, ("mlp", "gru"))
+        _check_int("agent.hidden", a.hidden, 1)
+        _check_int("agent.history", a.history, 1)
+        if a.arch == "gru" and a.history != 1:
+            raise ConfigError(f"agent.history={a.history} applies to arch 'mlp' only; a GRU carries its own history")
+        self.mixer.typed_params()
+        lr = self.learner
+        if lr.gamma is not None:
+            _check_float("learner.gamma", lr.gamma, 0.0, 1.0, hi_open=True)
+        _check_choice("learner.optimizer", lr.optimizer, ("rmsprop", "adam"))
+        _check_float("learner.lr", lr.lr, 0.0, math.inf, lo_open=True)
+        _check_float("learner.rms_alpha", lr.rms_alpha, 0.0, 1.0, hi_open=True)
+        _check_float("learner.optim_eps", lr.optim_eps, 0.0, math.inf, lo_open=True)
+        _check_float("learner.grad_clip", lr.grad_clip, 0.0, math.inf, lo_open=True)
+        _check_int("learner.batch_size", lr.batch_size, 1)
+        _check_int("learner.buffer_size", lr.buffer_size, lr.batch_size)
+        _check_int("learner.update_every", lr.update_every, 1)
+        _check_int("learner.q_steps", lr.q_steps, 1)
+        _check_choice("learner.target_update", lr.target_update, ("hard", "soft"))
+        _check_int("learner.target_update_interval", lr.target_update_interval, 1)
+        _check_float("learner.tau", lr.tau, 0.0, 1.0, lo_open=True)
+        if not (lr.device in ("auto", "cpu", "cuda") or lr.device.startswith("cuda:")):
+            raise ConfigError(f"learner.device={lr.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        _check_int("learner.cpu_threads", lr.cpu_threads, 0)
+        try:
+            self.target.validate()
+        except ValueError as exc:
+            raise ConfigError(f"target: {exc}") from exc
+        ex = self.explore
+        _check_float("explore.eps_start", ex.eps_start, 0.0, 1.0)
+        _check_float("explore.eps_finish", ex.eps_finish, 0.0, 1.0)
+        _check_int("explore.eps_anneal_steps", ex.eps_anneal_steps, 0)
+        _check_int("explore.eps_hold_steps", ex.eps_hold_steps, 0)
+        ev = self.eval
+        _check_int("eval.episodes", ev.episodes, 1)
+        _check_int("eval.interval", ev.interval, 0)
+        if (ev.set is None) != (ev.rho is None):
+            raise ConfigError(f"eval.set={ev.set!r} and eval.rho={ev.rho!r} must be given together or not at all")
+        if ev.set is not None:
+            _check_choice("eval.set", ev.set, SET_NAMES)
+            try:
+                check_rho(ev.set, ev.rho)
+            except UncertaintySetError as exc:
+                raise ConfigError(f"eval.rho: {exc}") from exc
+        _check_int("log_interval", self.log_interval, 1)
+        _check_int("checkpoint_interval", self.checkpoint_interval, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested data (YAML-safe), with the mixer params fully resolved."""
+        d = asdict(self)
+        d["mixer"]["params"] = asdict(self.mixer.typed_params())
+        return d
+
+
+# ===== checks =====================================================================================
+def _check_int(key: str, v: int, lo: int, hi: int | None = None) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{key}={v!r} must be an integer")
+    if v < lo or (hi is not None and v > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{key}={v!r} is out of range: allowed {rng}")
+
+
+def _check_float(key: str, v: float, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConfigError(f"{key}={v!r} must be a finite number")
+    bad = (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi)
+    if bad:
+        left, right = ("(" if lo_open else "["), (")" if hi_open or math.isinf(hi) else "]")
+        raise ConfigError(f"{key}={v!r} is out of range: allowed {left}{lo:g}, {hi:g}{right}")
+
+
+def _check_choice(key: str, v: str, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        raise ConfigError(f"{key}={v!r} is not one of {', '.join(choices)}")
+
+
+# ===== typed construction from plain data =========================================================
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert plain data `value` to type `tp` or raise ConfigError naming `key`; floats must be finite."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key} must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, get_args(tp)))}")
+        return value
+    if is_dataclass(tp) and isinstance(tp, type):
+        return _build(tp, value, f"{key}.")
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping; got {value!r}")
+        return dict(value)
+    if value is None:
+        raise ConfigError(f"{key} must not be null (expected {_type_name(tp)})")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be an integer, not a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, (float, str)):
+            try:
+                f = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}={value!r} must be an integer") from None
+            if math.isfinite(f) and f.is_integer():
+                return int(f)
+        raise ConfigError(f"{key}={value!r} must be an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be a number, not a boolean")
+        if isinstance(value, (int, float, str)):
+            try:
+                f = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}={value!r} must be a number") from None
+            if not math.isfinite(f):
+                raise ConfigError(f"{key}={value!r} must be a finite number (NaN and inf are refused)")
+            return f
+        raise ConfigError(f"{key}={value!r} must be a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}={value!r} must be a string")
+    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass `cls` from mapping `data`, refusing unknown keys by their dotted name."""
+    where = prefix.rstrip(".") or "the top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping of keys; got {data!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls) if f.init]
+    for k in data:
+        if k not in names:
+            raise ConfigError(f"unknown config key {prefix}{k!r}; allowed keys at {where}: {', '.join(names)}")
+    return cls(**{k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()})
+
+
+def build_config(data: Mapping[str, Any]) -> RunConfig:
+    """A validated RunConfig from nested plain data (unknown keys, bad types and bad values raise ConfigError)."""
+    cfg = _build(RunConfig, data, "")
+    cfg.validate()
+    # store the mixer parameters resolved (defaults filled in) so the saved config is complete
+    return replace(cfg, mixer=MixerConfig(cfg.mixer.name, asdict(cfg.mixer.typed_params())))
+
+
+# ===== YAML and overrides =========================================================================
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base`: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Plain data from a YAML config, with ``base:`` inheritance resolved (cycles refused)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"config inheritance cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    bases = data.pop("base", None)
+    if bases is None:
+        return data
+    merged: dict[str, Any] = {}
+    for b in [bases] if isinstance(bases, str) else list(bases):
+        if not isinstance(b, str):
+            raise ConfigError(f"'base' in {str(path)!r} must be a path or a list of paths; got {b!r}")
+        merged = deep_merge(
+            merged, preset(b[7:]) if b.startswith("preset:") else load_yaml(path.parent / b, (*_seen, path))
+        )
+    return deep_merge(merged, data)
+
+
+def preset(name: str) -> dict[str, Any]:
+    """A deep copy of the built-in preset `name`; raises ConfigError listing the presets."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``dotted = "a.b.c"``, creating intermediate mappings."""
+    parts = dotted.split(".")
+    if not dotted or any(not p for p in parts):
+        raise ConfigError(f"override key {dotted!r} must be dotted names like 'learner.lr'")
+    node = data
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override key {dotted!r}: {'.'.join(parts[: i + 1])!r} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key.sub=value`` and parse the value as YAML; raises ConfigError on a missing '='."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {exc}") from exc
+    return key.strip(), value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults <- `base` data <- YAML at `path` <- dotted `overrides`, then typed and validated."""
+    data: dict[str, Any] = dict(base or {})
+    if path is not None:
+        data = deep_merge(data, load_yaml(path))
+    for k, v in (overrides or {}).items():
+        set_key(data, k, v)
+    return build_config(data)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (written to a temporary file, then renamed)."""
+    from drigm.checkpoint import atomic_write_bytes
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+    atomic_write_bytes(Path(path), text.encode())

@@ -1,0 +1,276 @@
+"""``building`` / ``building:CLIMATE``: SustainGym's multi-agent building HVAC control, one agent per zone with AC.
+
+The environment is ``MultiAgentBuildingEnv(ParameterGenerator(building, weather, location, ac_map,
+is_continuous_action=False))``, defaulting to the paper's OfficeSmall in Tucson (``Hot_Dry``) with AC in
+every zone: 6 agents, 288 five-minute steps (one day) per episode. ``CLIMATE`` names one of the paper's six
+test climates in :data:`CLIMATES` (``building:Tampa``); ``weather``/``location`` may be given instead.
+
+Days. SustainGym's ``reset(seed=d)`` starts the episode at 5-minute step ``floor(d * L / 365)`` of its
+weather year (L = 105108 steps), i.e. on day d of the year (0 = 1 January; the start drifts earlier than
+step d * 288 by one 5-minute step per 30 days, an hour at day 364); the dynamics have no other randomness. This
+adapter plays day ``days[seed % len(days)]`` of a day pool (``days``: None = all 365 days, an int,
+``"START:STOP"`` or a list), so with the default pool seed s in 0..364 is exactly SustainGym's seed s. The
+paper trains on days 0..199 (``days="0:200"``) and tests the seasonal shift on other days (``"200:365"``).
+
+Actions. Agent i picks one of ``n_levels`` (k) HVAC power levels for zone ``zone_ids[i]``, as a fraction of
+the unit's maximum power (negative cools, positive heats): for k = 200, SustainGym's native levels
+``(j - 100) / 100`` (-1.00 .. 0.99; index 100 is off); for any other k, ``linspace(-1, 1, k)``. SustainGym's
+discrete space exists only with k = 200 and AC in every zone (it rejects zones without AC); otherwise the
+adapter builds the continuous variant of the same model and applies the levels itself. Every action is
+available. SustainGym's multi-agent step reads ``actions[i]`` by position i in its agent list, not by agent
+(zone) id, so the adapter passes a positional array ordered as ``zone_ids``.
+
+Observations. The global state is SustainGym's observation (n + 4 values: the zone temperatures, outdoor
+temperature, ground temperature, normalised irradiance, occupancy heat in kW). ``obs_view="local"`` (the
+paper's) gives agent i its own zone temperature plus those last 4 entries (5 values); ``"global"`` gives
+every agent the whole state. The team reward is SustainGym's shared reward. The day's end is a time limit:
+the step reaching ``episode_limit`` (default and maximum 288) returns ``truncated=True``, never
+``terminated``, so learners bootstrap as the paper's PyMARL setup does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from drigm.envs.base import EnvError, MultiAgentEnv, TimeStep
+from drigm.envs.sustaingym_common import (
+    check_choice,
+    check_episode_limit,
+    check_int,
+    parse_days,
+    quiet,
+    resolve_seed,
+    validate_actions,
+)
+
+with quiet():
+    from sustaingym.envs.building import MultiAgentBuildingEnv, ParameterGenerator
+    from sustaingym.envs.building.env import BuildingEnv
+    from sustaingym.envs.building.utils import BUILDINGS, GROUND_TEMP, WEATHER
+
+CLIMATES: dict[str, tuple[str, str]] = {
+    "Tucson": ("Hot_Dry", "Tucson"),
+    "Tampa": ("Hot_Humid", "Tampa"),
+    "NewYork": ("Mixed_Humid", "NewYork"),
+    "Honolulu": ("Very_Hot_Humid", "Honolulu"),
+    "ElPaso": ("Warm_Dry", "ElPaso"),
+    "Seattle": ("Cool_Marine", "Seattle"),
+}
+"""The paper's six test climates: name -> (SustainGym weather, SustainGym location); Tucson is the training one.
+
+SustainGym's ``Cool_Marine`` weather file is Port Angeles, WA (its Seattle-Tacoma file is ``Mixed_Marine``);
+the paper pairs ``Cool_Marine`` with Seattle's ground temperatures, and so does this table.
+"""
+
+DAYS_PER_YEAR = 365
+STEPS_PER_DAY = 288
+NATIVE_LEVELS = 2 * BuildingEnv.DISCRETE_LENGTH
+"""SustainGym's own discrete action count per zone (200)."""
+PAPER_TRAIN_DAYS = "0:200"
+PAPER_SEASONAL_TEST_DAYS = "200:365"
+OBS_VIEWS = ("local", "global")
+_MANAGED = ("building", "weather", "location", "ac_map", "is_continuous_action", "time_res", "episode_len", "root")
+
+
+def _climate_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def resolve_climate(name: str) -> tuple[str, str]:
+    """(weather, location) of a climate in :data:`CLIMATES`; case, spaces and underscores are ignored."""
+    table = {_climate_key(k): v for k, v in CLIMATES.items()}
+    try:
+        return table[_climate_key(name)]
+    except KeyError:
+        raise EnvError(f"unknown climate {name!r}; choose one of {', '.join(CLIMATES)}") from None
+
+
+def power_levels(n_levels: int) -> np.ndarray:
+    """The k power fractions of the action indices: SustainGym's native grid for k = 200, else linspace(-1, 1, k)."""
+    k = check_int("n_levels", n_levels, 2)
+    if k == NATIVE_LEVELS:
+        # the same float32 arithmetic as BuildingEnv.step: (a + Qlow * 100) / 100 with Qlow = -1
+        return (np.arange(k, dtype=np.float32) - np.float32(BuildingEnv.DISCRETE_LENGTH)) / np.float32(
+            BuildingEnv.DISCRETE_LENGTH
+        )
+    return np.linspace(-1.0, 1.0, k).astype(np.float32)
+
+
+def _check_ac_map(ac_map: Any) -> tuple[np.ndarray | int, bool]:
+    if np.ndim(ac_map) == 0:
+        if isinstance(ac_map, bool) or ac_map != 1:
+            raise EnvError(f"ac_map={ac_map!r}: a scalar ac_map must be 1 (AC in every zone); give a 0/1 list per zone")
+        return 1, True
+    arr = np.asarray(ac_map)
+    if arr.ndim != 1 or not np.isin(arr, (0, 1)).all() or not arr.any():
+        raise EnvError(f"ac_map={ac_map!r} must be a list of 0/1 per zone with at least one 1")
+    return arr.astype(np.float64), bool(arr.all())
+
+
+class BuildingAdapter(MultiAgentEnv):
+    """SustainGym's multi-agent building env as a MultiAgentEnv; deterministic given the seed (the day)."""
+
+    def __init__(
+        self,
+        climate: str | None = None,
+        *,
+        building: str = "OfficeSmall",
+        weather: str | None = None,
+        location: str | None = None,
+        ac_map: int | Sequence[int] = 1,
+        days: int | str | Sequence[int] | None = None,
+        n_levels: int = NATIVE_LEVELS,
+        obs_view: str = "local",
+        episode_limit: int | None = None,
+        generator_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if climate is not None and (weather is not None or location is not None):
+            raise EnvError("give a climate name or weather+location, not both")
+        if (weather is None) != (location is None):
+            raise EnvError("weather and location go together (e.g. weather='Hot_Humid', location='Tampa')")
+        if climate is not None:
+            weather, location = resolve_climate(climate)
+        elif weather is None:
+            weather, location = CLIMATES["Tucson"]
+        check_choice("building", building, tuple(BUILDINGS))
+        check_choice("weather", weather, tuple(WEATHER))
+        check_choice("location", location, tuple(GROUND_TEMP))
+        self._levels = power_levels(n_levels)
+        self._obs_view = check_choice("obs_view", obs_view, OBS_VIEWS)
+        self._limit = check_episode_limit(episode_limit, STEPS_PER_DAY)
+        self._days = parse_days(days, DAYS_PER_YEAR, "days of the year")
+        ac, all_ac = _check_ac_map(ac_map)
+        extra = dict(generator_kwargs or {})
+        allowed = set(inspect.signature(ParameterGenerator).parameters) - set(_MANAGED) - {"U_Wall", "ground_temp"}
+        unknown = sorted(set(extra) - allowed)
+        if unknown:
+            raise EnvError(f"generator_kwargs {unknown} are not allowed; allowed: {', '.join(sorted(allowed))}")
+        # SustainGym's discrete space is the paper's setup; it exists only for 200 levels and AC in every zone
+        self._native = len(self._levels) == NATIVE_LEVELS and all_ac
+        try:
+            with quiet():  # ParameterGenerator prints the zone list
+                params = ParameterGenerator(
+                    building=building,
+                    weather=weather,
+                    location=location,
+                    ac_map=ac,
+                    is_continuous_action=not self._native,
+                    **extra,
+                )
+        except ValueError as exc:
+            raise EnvError(f"ParameterGenerator rejected building={building!r} ac_map={ac_map!r}: {exc}") from exc
+        self._env = MultiAgentBuildingEnv(params)
+        n = int(params["n"])
+        self._zone_ids = tuple(int(z) for z in self._env.possible_agents)
+        self._zone_names = tuple(params["zones"][z].name for z in self._zone_ids)
+        self._n_zones = n
+        self.config = {"building": building, "weather": weather, "location": location, "ac_map": ac_map}
+        # what the env consumes per action index: native indices (discrete env) or power fractions
+        self._action_values = np.arange(NATIVE_LEVELS, dtype=np.float32) if self._native else self._levels
+        tail = np.arange(n, n + 4)
+        if self._obs_view == "local":
+            self._obs_idx = np.stack([np.concatenate(([z], tail)) for z in self._zone_ids])
+        else:
+            self._obs_idx = np.tile(np.arange(n + 4), (len(self._zone_ids), 1))
+        self._avail = np.ones((len(self._zone_ids), len(self._levels)), dtype=bool)
+        self._entropy = np.random.default_rng()
+        self._t: int | None = None
+        self._day = -1
+
+    # ----- shapes and facts -----------------------------------------------------------------------
+    @property
+    def n_agents(self) -> int:
+        return len(self._zone_ids)
+
+    @property
+    def n_actions(self) -> int:
+        return len(self._levels)
+
+    @property
+    def obs_dim(self) -> int:
+        return self._obs_idx.shape[1]
+
+    @property
+    def state_dim(self) -> int:
+        return self._n_zones + 4
+
+    @property
+    def episode_limit(self) -> int:
+        return self._limit
+
+    @property
+    def zone_ids(self) -> tuple[int, ...]:
+        """The SustainGym zone index controlled by each agent, in agent order."""
+        return self._zone_ids
+
+    @property
+    def zone_names(self) -> tuple[str, ...]:
+        """The building's name of each agent's zone, in agent order."""
+        return self._zone_names
+
+    @property
+    def power_levels(self) -> np.ndarray:
+        """(n_actions,) power fraction in [-1, 1] of each action index (a copy)."""
+        return self._levels.copy()
+
+    @property
+    def days(self) -> tuple[int, ...]:
+        """The day pool; reset(seed) plays ``days[seed % len(days)]``."""
+        return self._days
+
+    @property
+    def raw_env(self) -> MultiAgentBuildingEnv:
+        """The wrapped SustainGym environment (for benchmarks and checks; stepping it desynchronises the adapter)."""
+        return self._env
+
+    def day_of_seed(self, seed: int) -> int:
+        """The day of the year (0 = 1 January) that ``reset(seed)`` plays."""
+        return self._days[check_int("seed", seed, 0) % len(self._days)]
+
+    # ----- dynamics -------------------------------------------------------------------------------
+    def _timestep(self, reward: float, truncated: bool, info: dict[str, Any]) -> TimeStep:
+        # SustainGym reuses its state array in the next step: hand out a copy
+        g = self._env.state().astype(np.float32)
+        return TimeStep(g[self._obs_idx], g, self._avail.copy(), reward, False, truncated, info)
+
+    def reset(self, seed: int | None = None) -> TimeStep:
+        s = resolve_seed(seed, self._entropy)
+        self._day = self._days[s % len(self._days)]
+        self._env.reset(seed=self._day)
+        self._t = 0
+        info = {"seed": s, "day": self._day, "start_step": int(self._env.single_env.epoch)}
+        return self._timestep(0.0, False, info)
+
+    def step(self, actions: np.ndarray) -> TimeStep:
+        t = self._t
+        if t is None:
+            raise EnvError("call reset() before step()")
+        if t >= self._limit:
+            raise EnvError(f"step() called after the episode ended at episode_limit={self._limit}; call reset()")
+        a = validate_actions(self, actions, self._avail, all_available=True)
+        # MultiAgentBuildingEnv.step reads actions[i] by POSITION i of its agent list (then writes zone
+        # agents[i]), not by agent id: a positional list in zone_ids order is what it consumes correctly.
+        _, rewards, _, _, infos = self._env.step(self._action_values[a].tolist())
+        self._t = t = t + 1
+        first = self._zone_ids[0]
+        info = {"day": self._day, "t": t, "reward_breakdown": dict(infos[first]["reward_breakdown"])}
+        return self._timestep(float(rewards[first]), t >= self._limit, info)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def make_building_env(arg: str | None = None, **kwargs: Any) -> BuildingAdapter:
+    """Registry factory: ``building`` (Tucson) or ``building:CLIMATE``; kwargs as :class:`BuildingAdapter`."""
+    if arg is not None and "climate" in kwargs:
+        raise EnvError("the climate is given twice: in the spec 'building:CLIMATE' and as climate=")
+    allowed = set(inspect.signature(BuildingAdapter).parameters)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise EnvError(f"unknown building kwargs {unknown}; valid: {', '.join(sorted(allowed))}")
+    climate = kwargs.pop("climate", arg or None)
+    return BuildingAdapter(climate, **kwargs)

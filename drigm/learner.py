@@ -1,0 +1,195 @@
+"""One learner update: utilities -> mixer -> robust target -> losses, with target networks and double-Q.
+
+For a batch of episodes, :meth:`Learner.update`
+
+1. computes every agent's utilities with the online and the target networks over the whole episodes;
+2. selects a_bar'_i = argmax of the online utilities at s' among available actions (double-Q; the
+   target utilities select when ``double_q`` is off) and evaluates V_hat(s') = Q_tot^-(s', a_bar')
+   with the target agents and the target mixer (for QTRAN, Q_jt^-);
+3. builds :class:`~drigm.targets.TargetInputs`, lets the robust target update its auxiliary estimates
+   (``update_aux``, unless the phase schedule did so already) and takes y = target(inputs);
+4. minimises the masked TD loss (Q_tot(s, a) - y)^2 plus the mixer's own terms (QTRAN: L_opt, L_nopt),
+   with gradient-norm clipping, then updates the target networks (hard every N updates, or soft).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.functional import one_hot
+
+from drigm.agents import AgentController, masked_argmax
+from drigm.checkpoint import CheckpointError
+from drigm.config import RunConfig
+from drigm.mixers import MixerContext, build_mixer
+from drigm.targets import TargetInputs, build_target
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; other names are passed to torch.device (CUDA checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"learner.device={name!r} but CUDA is not available on this machine")
+    return dev
+
+
+class Learner:
+    """Online and target networks (agents, mixer), the optimiser, and the robust target with its own optimiser."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        n_agents: int,
+        n_actions: int,
+        obs_dim: int,
+        state_dim: int,
+        gamma: float,
+        device: torch.device,
+    ) -> None:
+        self.cfg = cfg
+        self.n_agents, self.n_actions = n_agents, n_actions
+        self.gamma = gamma
+        self.device = device
+        lc = cfg.learner
+        self.controller = AgentController(n_agents, n_actions, obs_dim, cfg.agent).to(device)
+        self.mixer = build_mixer(cfg.mixer.name, cfg.mixer.typed_params(), state_dim, n_agents, n_actions).to(device)
+        self.target_controller = copy.deepcopy(self.controller).requires_grad_(False)
+        self.target_mixer = copy.deepcopy(self.mixer).requires_grad_(False)
+        self.robust = build_target(cfg.target, state_dim, n_agents, n_actions, gamma).to(device)
+        self.params = [*self.controller.parameters(), *self.mixer.parameters()]
+        if lc.optimizer == "rmsprop":
+            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
+                self.params, lr=lc.lr, alpha=lc.rms_alpha, eps=lc.optim_eps
+            )
+        else:
+            self.optimizer = torch.optim.Adam(self.params, lr=lc.lr, eps=lc.optim_eps)
+        self.n_updates = 0
+
+    # ----- the update -----------------------------------------------------------------------------
+    def target_inputs(self, batch: dict[str, Tensor], inputs: Tensor, utilities: Tensor) -> TargetInputs:
+        """TargetInputs for a batch, given agent inputs and online utilities (B, T+1, N, A) for double-Q."""
+        A = self.n_actions
+        actions = batch["actions"][:, :-1]
+        avail = batch["avail_actions"]
+        state = batch["state"]
+        with torch.no_grad():
+            q_target = self.target_controller(inputs)
+            selector = utilities.detach() if self.cfg.learner.double_q else q_target
+            a_next = masked_argmax(selector[:, 1:], avail[:, 1:])
+            next_utils = q_target[:, 1:].gather(-1, a_next.unsqueeze(-1)).squeeze(-1)
+            next_onehot = one_hot(a_next, A).to(state.dtype).flatten(-2)
+            next_value = self.target_mixer(next_utils, state[:, 1:], next_onehot)
+        return TargetInputs(
+            reward=batch["reward"][:, :-1],
+            next_value=next_value,
+            terminated=batch["terminated"][:, :-1].to(state.dtype),
+            mask=batch["filled"][:, :-1].to(state.dtype),
+            state=state[:, :-1],
+            actions_onehot=one_hot(actions, A).to(state.dtype).flatten(-2),
+        )
+
+    def update(self, batch: dict[str, Tensor], run_aux: bool = True) -> dict[str, float]:
+        """One gradient step on a batch of episodes (tensors on this learner's device); returns scalar stats."""
+        self.controller.train()
+        actions = batch["actions"][:, :-1]
+        inputs = self.controller.sequence_inputs(batch["obs"], batch["actions"])
+        utilities = self.controller(inputs)  # (B, T+1, N, A)
+        tin = self.target_inputs(batch, inputs, utilities)
+        stats: dict[str, float] = {}
+        if run_aux:
+            stats.update({f"aux/{k}": v for k, v in self.robust.update_aux(tin).items()})
+        y = self.robust(tin)
+        chosen = utilities[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        q_tot = self.mixer(chosen, tin.state, tin.actions_onehot)
+        mask = tin.mask
+        n_valid = mask.sum().clamp_min(1.0)
+        td_error = (q_tot - y) * mask
+        td_loss = td_error.pow(2).sum() / n_valid
+        extra = self.mixer.extra_losses(
+            MixerContext(
+                utilities=utilities[:, :-1],
+                avail=batch["avail_actions"][:, :-1],
+                chosen=chosen,
+                actions_onehot=tin.actions_onehot,
+                state=tin.state,
+                q_tot=q_tot,
+                mask=mask,
+            )
+        )
+        loss = td_loss + sum(extra.values(), torch.zeros((), device=td_loss.device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {float(loss)} at update {self.n_updates}: {extra}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.params, self.cfg.learner.grad_clip)
+        self.optimizer.step()
+        self.n_updates += 1
+        self._update_targets()
+        with torch.no_grad():
+            summary = torch.stack(
+                [
+                    loss.detach(),
+                    td_loss.detach(),
+                    grad_norm.detach().to(loss.dtype),
+                    (q_tot.detach() * mask).sum() / n_valid,
+                    (y * mask).sum() / n_valid,
+                    *[v.detach() for v in extra.values()],
+                ]
+            ).tolist()
+        names = ["loss", "td_loss", "grad_norm", "q_tot_mean", "target_mean", *extra]
+        stats.update(dict(zip(names, summary, strict=True)))
+        return stats
+
+    def _update_targets(self) -> None:
+        lc = self.cfg.learner
+        if lc.target_update == "hard":
+            if self.n_updates % lc.target_update_interval == 0:
+                self.target_controller.load_state_dict(self.controller.state_dict())
+                self.target_mixer.load_state_dict(self.mixer.state_dict())
+            return
+        with torch.no_grad():
+            for online, target in ((self.controller, self.target_controller), (self.mixer, self.target_mixer)):
+                for p, tp in zip(online.parameters(), target.parameters(), strict=True):
+                    tp.lerp_(p, lc.tau)
+
+    # ----- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, target networks, both optimisers, the robust target's state, and the update counter."""
+        return {
+            "controller": self.controller.state_dict(),
+            "mixer": self.mixer.state_dict(),
+            "target_controller": self.target_controller.state_dict(),
+            "target_mixer": self.target_mixer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "robust": self.robust.state_dict(),
+            "robust_optimizer": self.robust.optimizer.state_dict() if self.robust.optimizer is not None else None,
+            "n_updates": self.n_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from `state_dict`; raises CheckpointError naming the part whose keys or shapes differ."""
+        parts: list[tuple[str, Any]] = [
+            ("controller", self.controller),
+            ("mixer", self.mixer),
+            ("target_controller", self.target_controller),
+            ("target_mixer", self.target_mixer),
+            ("optimizer", self.optimizer),
+            ("robust", self.robust),
+        ]
+        if self.robust.optimizer is not None:
+            parts.append(("robust_optimizer", self.robust.optimizer))
+        elif state.get("robust_optimizer") is not None:
+            raise CheckpointError("the checkpoint holds a robust-target optimizer but this run's target has none")
+        for name, module in parts:
+            if state.get(name) is None:
+                raise CheckpointError(f"the checkpoint lacks the learner part {name!r}")
+            try:
+                module.load_state_dict(state[name])
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise CheckpointError(f"the checkpoint's {name!r} does not fit this run's model: {exc}") from exc
+        self.n_updates = int(state["n_updates"])
