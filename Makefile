@@ -7,7 +7,7 @@ PYTHON ?= python3
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev,sustaingym,starcraft]"
+	$(PY) -m pip install -q -e ".[dev,ray,sustaingym,starcraft]"
 	touch $@
 
 setup: $(VENV)/.installed

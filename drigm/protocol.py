@@ -1,0 +1,309 @@
+"""Named experiment protocols: a training run config, test environments, seeds, rho per (set, algo), scales.
+
+A protocol is one YAML file under ``experiments/protocols/`` (``NAME.yaml``; files starting with ``_`` are
+shared bases, not protocols). It may inherit another file through the config module's top-level
+``base:`` mechanism (:func:`drigm.config.load_yaml`), so shared settings live once. Keys (all validated,
+unknown keys refused by name):
+
+- ``name`` (defaults to the file stem), ``description``;
+- ``run``: the algorithm-independent base run config (RunConfig data) at full scale;
+- ``scales``: ``{full|reduced|smoke: {...}}``, each deep-merged over the protocol's own keys (except
+  ``name``/``scales``) when that scale is chosen; ``full`` may be empty;
+- ``tests``: a list of ``{name, env}``; ``env`` (EnvConfig data) is deep-merged over ``run.env``;
+- ``seeds``, ``algos``, ``targets``, ``sets``: the defaults of a sweep;
+- ``rho``: ``{set: {algo: rho}}``, the radius of every (set, algo) pair;
+- ``set_overrides`` / ``algo_overrides``: run-config data merged for robust runs of a set / runs of an algo;
+- ``eval_episodes`` (per test environment) and ``eval_seed`` (the seed of the test episodes' seeds, shared by
+  every method and training seed, so all methods meet the same test episodes);
+- ``score``: ``{offset, scale, label}``: a normalised score ``(return + offset) / scale`` is reported;
+- ``paper``: ``{shift, metric, rows: {method: {algo: [mean, standard error]}}}``: reported numbers to compare with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drigm.config import ConfigError, RunConfig, build_config, deep_merge, load_yaml
+from drigm.mixers import MIXERS
+
+PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "experiments" / "protocols"
+"""Where named protocols live (``experiments/protocols/NAME.yaml`` in the repository)."""
+
+SCALES = ("full", "reduced", "smoke")
+TARGETS = ("none", "exact", "paper")
+PROTOCOL_KEYS = (
+    "name",
+    "description",
+    "run",
+    "scales",
+    "tests",
+    "seeds",
+    "algos",
+    "targets",
+    "sets",
+    "rho",
+    "set_overrides",
+    "algo_overrides",
+    "eval_episodes",
+    "eval_seed",
+    "score",
+    "paper",
+)
+_SCALED_KEYS = tuple(k for k in PROTOCOL_KEYS if k not in ("name", "scales"))
+
+
+class ProtocolError(ConfigError):
+    """A protocol name, file, key or value is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class TestEnv:
+    """One test environment of a protocol: its label and its full EnvConfig data (name, episode_limit, kwargs)."""
+
+    name: str
+    env: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of a sweep: algorithm, target kind, uncertainty set (None for kind 'none'), rho, seed."""
+
+    algo: str
+    target: str
+    set: str | None
+    rho: float | None
+    seed: int
+
+    @property
+    def method(self) -> str:
+        """The method label shared by all seeds: ``algo-none`` or ``algo-target-set``."""
+        return f"{self.algo}-none" if self.target == "none" else f"{self.algo}-{self.target}-{self.set}"
+
+
+@dataclass(frozen=True)
+class Score:
+    """A normalised score (return + offset) / scale, reported under `label`."""
+
+    offset: float
+    scale: float
+    label: str = "normalised score"
+
+    def __call__(self, ret: float) -> float:
+        """The normalised score of one return."""
+        return (ret + self.offset) / self.scale
+
+
+@dataclass
+class Protocol:
+    """A loaded protocol at one scale; build job configs with :meth:`job_config`."""
+
+    name: str
+    path: Path
+    scale: str
+    description: str
+    run: dict[str, Any]
+    tests: list[TestEnv]
+    seeds: list[int]
+    algos: list[str]
+    targets: list[str]
+    sets: list[str]
+    rho: dict[str, dict[str, float]]
+    set_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    algo_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval_episodes: int = 10
+    eval_seed: int = 0
+    score: Score | None = None
+    paper: dict[str, Any] | None = None
+
+    def rho_of(self, set_name: str, algo: str) -> float:
+        """The protocol's rho for (set, algo); ProtocolError naming both when it has none."""
+        try:
+            return float(self.rho[set_name][algo])
+        except KeyError:
+            raise ProtocolError(
+                f"protocol {self.name!r} defines no rho for set {set_name!r} and algo {algo!r} "
+                f"(rho has sets {sorted(self.rho)})"
+            ) from None
+
+    def jobs(self, algos: list[str], targets: list[str], sets: list[str], seeds: list[int]) -> list[Job]:
+        """Every (algo, target, set, seed) combination; target 'none' gives one job per seed, whatever the sets."""
+        for a in algos:
+            if a not in MIXERS:
+                raise ProtocolError(f"algo {a!r} is not one of {', '.join(sorted(MIXERS))}")
+        for t in targets:
+            if t not in TARGETS:
+                raise ProtocolError(f"target {t!r} is not one of {', '.join(TARGETS)}")
+        out: list[Job] = []
+        for a in algos:
+            for t in targets:
+                for s in [None] if t == "none" else sets:
+                    rho = None if s is None else self.rho_of(s, a)
+                    out.extend(Job(a, t, s, rho, int(seed)) for seed in seeds)
+        return out
+
+    def job_config(self, job: Job) -> RunConfig:
+        """The validated run config of `job`: base run <- algo overrides <- set overrides (robust) <- the job."""
+        data = deep_merge(self.run, self.algo_overrides.get(job.algo, {}))
+        if job.target != "none":
+            assert job.set is not None and job.rho is not None
+            data = deep_merge(data, self.set_overrides.get(job.set, {}))
+            tgt: dict[str, Any] = {"kind": job.target, "set": job.set, "rho": job.rho}
+        else:
+            tgt = {"kind": "none"}
+        data = deep_merge(data, {"mixer": {"name": job.algo}, "target": tgt, "seed": job.seed})
+        try:
+            return build_config(data)
+        except ConfigError as exc:
+            raise ProtocolError(
+                f"protocol {self.name!r} ({self.scale} scale), job {job.method} seed {job.seed}: {exc}"
+            ) from exc
+
+
+def config_key(cfg: RunConfig) -> str:
+    """A 12-hex digest of the resolved config without its output/progress/logging fields (same training, same key)."""
+    d = cfg.to_dict()
+    for k in ("out", "progress", "tensorboard"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def protocol_names(directory: Path = PROTOCOL_DIR) -> list[str]:
+    """The named protocols available in `directory` (YAML files not starting with '_'), sorted."""
+    return sorted(p.stem for p in Path(directory).glob("*.yaml") if not p.name.startswith("_"))
+
+
+def resolve_protocol_path(name_or_path: str | Path, directory: Path = PROTOCOL_DIR) -> Path:
+    """A protocol file: an existing path, or NAME under `directory`; ProtocolError listing the names otherwise."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise ProtocolError(f"protocol file {str(p)!r} does not exist")
+        return p
+    cand = Path(directory) / f"{name_or_path}.yaml"
+    if not cand.is_file():
+        raise ProtocolError(
+            f"unknown protocol {str(name_or_path)!r}; available: {', '.join(protocol_names(directory)) or '(none)'}"
+        )
+    return cand
+
+
+def _mapping(v: Any, key: str) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ProtocolError(f"protocol key {key!r} must be a mapping; got {v!r}")
+    return dict(v)
+
+
+def _str_list(v: Any, key: str) -> list[str]:
+    if isinstance(v, str):
+        v = [s for s in v.split(",") if s]
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+        raise ProtocolError(f"protocol key {key!r} must be a non-empty list of names; got {v!r}")
+    return list(v)
+
+
+def _int(v: Any, key: str, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ProtocolError(f"protocol key {key}={v!r} must be an integer >= {lo}")
+    return v
+
+
+def load_protocol(name_or_path: str | Path, scale: str = "full", directory: Path = PROTOCOL_DIR) -> Protocol:
+    """Load, merge the `scale` section and validate a protocol; ProtocolError names the bad key or value."""
+    path = resolve_protocol_path(name_or_path, directory)
+    if scale not in SCALES:
+        raise ProtocolError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
+    data = load_yaml(path)
+    unknown = sorted(set(data) - set(PROTOCOL_KEYS))
+    if unknown:
+        raise ProtocolError(
+            f"protocol {str(path)!r}: unknown key(s) {unknown}; allowed keys: {', '.join(PROTOCOL_KEYS)}"
+        )
+    scales = _mapping(data.pop("scales", None), "scales")
+    bad_scales = sorted(set(scales) - set(SCALES))
+    if bad_scales:
+        raise ProtocolError(f"protocol {str(path)!r}: scales {bad_scales} are not among {', '.join(SCALES)}")
+    if scale != "full" and scale not in scales:
+        raise ProtocolError(f"protocol {str(path)!r} defines no {scale!r} scale; it has {sorted(scales) or 'none'}")
+    over = _mapping(scales.get(scale), f"scales.{scale}")
+    bad = sorted(set(over) - set(_SCALED_KEYS))
+    if bad:
+        raise ProtocolError(
+            f"protocol {str(path)!r}: scales.{scale} has key(s) {bad}; allowed: {', '.join(_SCALED_KEYS)}"
+        )
+    data = deep_merge(data, over)
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(f"protocol {str(path)!r}: name={name!r} must be a non-empty string")
+
+    run = _mapping(data.get("run"), "run")
+    if "env" not in run or not isinstance(run["env"], Mapping) or "name" not in run["env"]:
+        raise ProtocolError(f"protocol {name!r}: run.env.name (the training environment) is required")
+    raw_tests = data.get("tests")
+    if not isinstance(raw_tests, list) or not raw_tests:
+        raise ProtocolError(f"protocol {name!r}: 'tests' must be a non-empty list of {{name, env}} entries")
+    tests: list[TestEnv] = []
+    for i, t in enumerate(raw_tests):
+        if not isinstance(t, Mapping) or set(t) - {"name", "env"} or "name" not in t:
+            raise ProtocolError(f"protocol {name!r}: tests[{i}]={t!r} must be a mapping with keys name and env")
+        env = deep_merge(run["env"], _mapping(t.get("env"), f"tests[{i}].env"))
+        extra = sorted(set(env) - {"name", "episode_limit", "kwargs"})
+        if extra:
+            raise ProtocolError(f"protocol {name!r}: tests[{i}].env has unknown key(s) {extra}")
+        tests.append(TestEnv(str(t["name"]), {"episode_limit": None, "kwargs": {}, **env}))
+    names = [t.name for t in tests]
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"protocol {name!r}: test names must be unique; got {names}")
+
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds:
+        raise ProtocolError(f"protocol {name!r}: seeds={seeds!r} must be a non-empty list of integers")
+    seeds = [_int(s, "seeds[]", 0) for s in seeds]
+    rho_raw = _mapping(data.get("rho"), "rho")
+    rho = {s: {a: float(v) for a, v in _mapping(per, f"rho.{s}").items()} for s, per in rho_raw.items()}
+    score = None
+    if data.get("score") is not None:
+        sc = _mapping(data["score"], "score")
+        if set(sc) - {"offset", "scale", "label"} or "offset" not in sc or "scale" not in sc:
+            raise ProtocolError(f"protocol {name!r}: score={sc!r} must have keys offset, scale (and optional label)")
+        if not float(sc["scale"]) > 0:
+            raise ProtocolError(f"protocol {name!r}: score.scale={sc['scale']!r} must be > 0")
+        score = Score(float(sc["offset"]), float(sc["scale"]), str(sc.get("label", "normalised score")))
+    paper = data.get("paper")
+    if paper is not None:
+        paper = _mapping(paper, "paper")
+        if set(paper) - {"shift", "metric", "rows", "note"} or not isinstance(paper.get("rows"), Mapping):
+            raise ProtocolError(f"protocol {name!r}: paper must have keys shift, metric, rows (and optional note)")
+    proto = Protocol(
+        name=name,
+        path=path,
+        scale=scale,
+        description=str(data.get("description", "")),
+        run=run,
+        tests=tests,
+        seeds=seeds,
+        algos=_str_list(data.get("algos", ["vdn", "qmix", "qtran"]), "algos"),
+        targets=_str_list(data.get("targets", list(TARGETS)), "targets"),
+        sets=_str_list(data.get("sets", ["contamination", "tv"]), "sets"),
+        rho=rho,
+        set_overrides={
+            k: _mapping(v, f"set_overrides.{k}") for k, v in _mapping(data.get("set_overrides"), "").items()
+        },
+        algo_overrides={
+            k: _mapping(v, f"algo_overrides.{k}") for k, v in _mapping(data.get("algo_overrides"), "").items()
+        },
+        eval_episodes=_int(data.get("eval_episodes", 10), "eval_episodes", 1),
+        eval_seed=_int(data.get("eval_seed", 0), "eval_seed", 0),
+        score=score,
+        paper=paper,
+    )
+    # every default job must build: typos in the run config surface at load time, not in a worker
+    for job in proto.jobs(proto.algos, proto.targets, [s for s in proto.sets if s in proto.rho], proto.seeds[:1]):
+        proto.job_config(job)
+    return proto

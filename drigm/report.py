@@ -1,0 +1,467 @@
+"""Aggregate a protocol's sweep results over seeds into results.md, summary.json, ood.png and learning_curves.png.
+
+Statistics are over training seeds: each seed contributes the mean of its test episodes on a test environment;
+a cell gives the mean over seeds, the standard error (sample std / sqrt(n)) and a 95% percentile bootstrap CI
+of the mean over seeds (10,000 resamples from a fixed seed, so reports are reproducible). The "average" column
+first averages a seed's means over the test environments (the paper's aggregate per shift), then over seeds.
+
+Every job the sweeps requested (``sweep.json``) is accounted for: finished, failed (an ``.error.txt`` file),
+stale/invalid (a results file that does not match the protocol any more) or missing; cells with fewer seeds
+than requested are marked. All outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drigm.checkpoint import atomic_write_bytes
+from drigm.config import ConfigError
+from drigm.protocol import SCALES, Job, Protocol, load_protocol
+from drigm.sweep import DEFAULT_OUT, is_finished, result_dir, result_path, train_dir
+
+DEFAULT_RESULTS = Path("experiments/results")
+BOOTSTRAP_SAMPLES = 10_000
+BOOTSTRAP_SEED = 12345
+AVERAGE = "average"
+
+
+@dataclass
+class Cell:
+    """One statistic over seeds: per-seed values, mean, standard error and bootstrap CI (None where undefined)."""
+
+    values: list[float]
+    mean: float
+    se: float | None
+    ci: tuple[float, float] | None
+
+    def fmt(self, digits: int = 3) -> str:
+        """``mean +- se [lo, hi]`` (with n/a where a statistic needs two seeds)."""
+        se = f" +- {self.se:.{digits}f}" if self.se is not None else " +- n/a"
+        ci = f" [{self.ci[0]:.{digits}f}, {self.ci[1]:.{digits}f}]" if self.ci is not None else ""
+        return f"{self.mean:.{digits}f}{se}{ci}"
+
+
+def bootstrap_ci(
+    values: list[float], rng: np.random.Generator, samples: int = BOOTSTRAP_SAMPLES
+) -> tuple[float, float]:
+    """95% percentile bootstrap CI of the mean of `values` (resampling with replacement)."""
+    x = np.asarray(values, dtype=np.float64)
+    idx = rng.integers(0, x.size, size=(samples, x.size))
+    means = x[idx].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def cell(values: list[float], seed: int = BOOTSTRAP_SEED) -> Cell:
+    """Mean, standard error and seeded bootstrap 95% CI over `values` (SE and CI need at least two values)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return Cell(list(map(float, x)), float(x.mean()), None, None)
+    se = float(x.std(ddof=1) / math.sqrt(x.size))
+    return Cell(list(map(float, x)), float(x.mean()), se, bootstrap_ci(values, np.random.default_rng(seed)))
+
+
+@dataclass
+class Collected:
+    """The results found for a protocol at one scale, and what is missing."""
+
+    proto: Protocol
+    requested: list[Job]
+    results: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # method -> seed -> results
+    missing: list[Job] = field(default_factory=list)
+    failed: list[tuple[Job, str]] = field(default_factory=list)
+    stale: list[Job] = field(default_factory=list)
+    unfinished: list[Job] = field(default_factory=list)
+
+    def methods(self) -> list[str]:
+        """Requested methods, in request order."""
+        return list(dict.fromkeys(j.method for j in self.requested))
+
+    def seeds_of(self, method: str) -> list[int]:
+        """Requested seeds of `method`."""
+        return [j.seed for j in self.requested if j.method == method]
+
+
+def detect_scale(protocol: str, out_root: Path) -> str:
+    """The only scale with results for `protocol` under `out_root`; ConfigError when none or several."""
+    name = load_protocol(protocol).name
+    found = [s for s in SCALES if (result_dir(out_root, name, s) / "sweep.json").is_file()]
+    if not found:
+        raise ConfigError(f"no sweep results for protocol {name!r} under {str(out_root)!r}; run `drigm sweep` first")
+    if len(found) > 1:
+        raise ConfigError(
+            f"protocol {name!r} has results at several scales {found} under {str(out_root)!r}; pass --scale"
+        )
+    return found[0]
+
+
+def collect(protocol: str, out_root: Path, scale: str) -> Collected:
+    """Load every requested job's results (sweep.json), classifying the rest as missing, failed or stale."""
+    proto = load_protocol(protocol, scale)
+    manifest = result_dir(out_root, proto.name, scale) / "sweep.json"
+    if not manifest.is_file():
+        raise ConfigError(f"{str(manifest)!r} does not exist: no sweep of {proto.name!r} at scale {scale!r} was run")
+    try:
+        raw = json.loads(manifest.read_text())["jobs"]
+        jobs = [Job(j["algo"], j["target"], j["set"], j["rho"], int(j["seed"])) for j in raw]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{str(manifest)!r} is malformed: {exc}") from exc
+    col = Collected(proto, jobs)
+    for job in jobs:
+        path = result_path(out_root, proto.name, scale, job)
+        err = path.with_suffix(".error.txt")
+        if is_finished(path, proto, job):
+            col.results.setdefault(job.method, {})[job.seed] = json.loads(path.read_text())
+        elif err.is_file():
+            lines = err.read_text().strip().splitlines()
+            col.failed.append((job, lines[-1] if lines else "unknown error"))
+        elif path.is_file():
+            col.stale.append(job)
+        elif (train_dir(out_root, job, proto.job_config(job)) / "checkpoint.pt").is_file():
+            col.unfinished.append(job)
+        else:
+            col.missing.append(job)
+    return col
+
+
+def metrics_of(col: Collected) -> list[tuple[str, str]]:
+    """(key, label) of the reported metrics: the score (or return), the return, and the win rate when defined."""
+    out = []
+    if col.proto.score is not None:
+        out.append(("score", col.proto.score.label))
+    out.append(("returns", "return"))
+    any_won = any("won" in t for per in col.results.values() for r in per.values() for t in r["tests"].values())
+    if any_won:
+        out.insert(0, ("won", "win rate"))
+    return out
+
+
+def seed_means(col: Collected, method: str, test: str, key: str) -> list[float]:
+    """Per-seed mean of metric `key` on test environment `test` (AVERAGE: the mean over the test environments)."""
+    out = []
+    for _, r in sorted(col.results.get(method, {}).items()):
+        if test == AVERAGE:
+            vals = [np.mean(np.asarray(t[key], dtype=np.float64)) for t in r["tests"].values() if key in t]
+            if len(vals) < sum("incompatible" not in t for t in r["tests"].values()):
+                continue  # a seed lacking the metric on some test env cannot enter the average
+            if vals:
+                out.append(float(np.mean(vals)))
+        elif key in r["tests"].get(test, {}):
+            out.append(float(np.mean(np.asarray(r["tests"][test][key], dtype=np.float64))))
+    return out
+
+
+def paper_row(method: str) -> tuple[str, str]:
+    """(algo, paper row key) of a method: 'none' for non-robust runs, else the set (exact and paper both compare)."""
+    parts = method.split("-")
+    return parts[0], ("none" if parts[1] == "none" else parts[2])
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _describe_scale(col: Collected) -> str:
+    proto = col.proto
+    found = [r for per in col.results.values() for r in per.values()]
+    some = next((r for r in found if r["job"]["target"] == "none"), found[0] if found else None)
+    if some is None:
+        return f"scale `{proto.scale}` (no finished runs)"
+    c = some["config"]
+    ep_len = max((max(t["lengths"]) for t in some["tests"].values()), default=0)
+    eps = f" (about {c['steps'] / ep_len:.0f} episodes of {ep_len} steps)" if ep_len else ""
+    lc = c["learner"]
+    full_steps = load_protocol(proto.path, "full").run.get("steps")
+    of_full = (
+        f" = {100 * c['steps'] / full_steps:.1f}% of the full-scale protocol's {full_steps}"
+        if proto.scale != "full" and isinstance(full_steps, int)
+        else ""
+    )
+    return (
+        f"scale `{proto.scale}`: {c['steps']} training env steps per run{eps}{of_full}; "
+        f"batch {lc['batch_size']} episodes, "
+        f"replay {lc['buffer_size']} episodes, one training phase every {lc['update_every']} steps (non-TV runs); "
+        f"agent {c['agent']['arch']} hidden {c['agent']['hidden']} history {c['agent']['history']}; "
+        f"epsilon annealed over {c['explore']['eps_anneal_steps']} steps; {proto.eval_episodes} greedy test "
+        f"episodes per test environment (the same episode seeds for every method and seed)"
+    )
+
+
+def _fig_bytes(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_ood(col: Collected, metrics: list[tuple[str, str]], path: Path) -> None:
+    """Grouped bars (one group per test environment plus the average, one bar per method, SE error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in col.methods() if m in col.results]
+    tests = [t.name for t in col.proto.tests] + ([AVERAGE] if len(col.proto.tests) > 1 else [])
+    shown = [metrics[0], ("returns", "return")] if metrics[0][0] == "won" else [metrics[0]]
+    fig, axes = plt.subplots(
+        len(shown), 1, figsize=(max(6, 1.2 * len(tests) * max(1, len(methods)) / 3), 3.6 * len(shown))
+    )
+    axes = np.atleast_1d(axes)
+    width = 0.8 / max(1, len(methods))
+    for ax, (key, label) in zip(axes, shown, strict=True):
+        for i, m in enumerate(methods):
+            cells = [cell(seed_means(col, m, t, key)) if seed_means(col, m, t, key) else None for t in tests]
+            x = np.arange(len(tests)) + (i - (len(methods) - 1) / 2) * width
+            h = [c.mean if c else np.nan for c in cells]
+            err = [c.se if c and c.se is not None else 0.0 for c in cells]
+            ax.bar(x, h, width, yerr=err, capsize=2, label=m)
+        ax.set_xticks(np.arange(len(tests)))
+        ax.set_xticklabels(tests, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title(f"{col.proto.name} ({col.proto.scale} scale): mean over seeds, error bars = standard error")
+    axes[0].legend(fontsize=7, ncol=min(4, len(methods)), loc="best")
+    atomic_write_bytes(path, _fig_bytes(fig))
+    plt.close(fig)
+
+
+def plot_curves(col: Collected, path: Path) -> None:
+    """Training return (the mean of recent episodes) against env steps: mean over seeds per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m in col.methods():
+        curves = [r["curve"] for r in col.results.get(m, {}).values() if r["curve"]["step"]]
+        if not curves:
+            continue
+        grid = np.unique(np.concatenate([c["step"] for c in curves]))
+        ys = np.stack([np.interp(grid, c["step"], c["return_mean"]) for c in curves])
+        ax.plot(grid, ys.mean(axis=0), label=f"{m} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.15)
+    ax.set_xlabel("training env steps")
+    ax.set_ylabel("training return (recent mean)")
+    ax.set_title(f"{col.proto.name} ({col.proto.scale} scale): mean over seeds, band = min..max")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    atomic_write_bytes(path, _fig_bytes(fig))
+    plt.close(fig)
+
+
+def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]:
+    paper = col.proto.paper
+    assert paper is not None
+    lines = [
+        f"## Beside the paper ({paper['shift']}; {paper.get('note', '')})",
+        "",
+        "Ours: the average over this protocol's test environments (per seed, then mean +- SE over seeds). "
+        "`exact` and `paper` targets both sit beside the paper's row for their set. "
+        "A cell *matches* when the two mean +- SE intervals overlap.",
+        "",
+    ]
+    rows, verdicts = [], {"match": [], "differ": []}
+    for m in col.methods():
+        vals = seed_means(col, m, AVERAGE, key)
+        if not vals:
+            continue
+        algo, row = paper_row(m)
+        ref = paper["rows"].get(row, {}).get(algo)
+        ours = cell(vals)
+        if ref is None:
+            rows.append([m, ours.fmt(), "n/a", "n/a"])
+            continue
+        pm, pse = float(ref[0]), float(ref[1])
+        gap = abs(ours.mean - pm)
+        ok = gap <= pse + (ours.se or 0.0)
+        verdicts["match" if ok else "differ"].append(m)
+        rows.append([m, ours.fmt(), f"{pm:.3f} +- {pse:.3f}", f"{'yes' if ok else 'no'} (diff {ours.mean - pm:+.3f})"])
+    lines.append(_md_table(["method", f"ours ({len(col.proto.tests)} test env avg)", "paper", "matches"], rows))
+    lines += [
+        "",
+        f"Within the paper's error bars: {', '.join(verdicts['match']) or 'none'}. "
+        f"Not within: {', '.join(verdicts['differ']) or 'none'}.",
+        "",
+    ]
+    return lines, verdicts
+
+
+def _exact_vs_paper(col: Collected, key: str) -> list[str]:
+    rows = []
+    for m in col.methods():
+        if "-exact-" not in m:
+            continue
+        other = m.replace("-exact-", "-paper-")
+        a, b = col.results.get(m, {}), col.results.get(other, {})
+        common = sorted(set(a) & set(b))
+        if not common:
+            continue
+        diffs = []
+        for s in common:
+            ea = np.mean([np.mean(t[key]) for t in a[s]["tests"].values() if key in t])
+            eb = np.mean([np.mean(t[key]) for t in b[s]["tests"].values() if key in t])
+            diffs.append(float(ea - eb))
+        c = cell(diffs)
+        better = "exact higher" if c.mean > 0 else "paper higher"
+        sig = c.ci is not None and (c.ci[0] > 0 or c.ci[1] < 0)
+        rows.append(
+            [m.replace("-exact", ""), str(len(common)), c.fmt(), f"{better}{' (CI excludes 0)' if sig else ''}"]
+        )
+    if not rows:
+        return []
+    return [
+        "## Exact targets against the paper's targets (same seeds, same test episodes)",
+        "",
+        "Difference exact - paper of the average over test environments, per seed, then mean +- SE [bootstrap CI].",
+        "",
+        _md_table(["algo-set", "seeds", "exact - paper", "verdict"], rows),
+        "",
+    ]
+
+
+def _random_reference(col: Collected) -> list[str]:
+    """A near-random reference from the runs' own first logged training returns (epsilon close to 1)."""
+    first = [
+        (r["curve"]["return_mean"][0], r["curve"]["step"][0], r["config"]["explore"])
+        for per in col.results.values()
+        for r in per.values()
+        if r["curve"]["step"]
+    ]
+    if not first:
+        return []
+    ret = float(np.mean([f[0] for f in first]))
+    step = max(f[1] for f in first)
+    ex = first[0][2]
+    eps = ex["eps_start"] + min(1.0, step / max(1, ex["eps_anneal_steps"])) * (ex["eps_finish"] - ex["eps_start"])
+    score = f" (score {col.proto.score(ret):.3f})" if col.proto.score is not None else ""
+    return [
+        "## Near-random reference",
+        "",
+        f"Mean training return over each run's first {step:.0f} env steps (epsilon >= {eps:.2f}, near-uniform "
+        f"random joint actions on the training environment), over all runs: {ret:.1f}{score}.",
+        "",
+    ]
+
+
+def report(
+    protocol: str | Path,
+    out_root: Path = DEFAULT_OUT,
+    results_root: Path = DEFAULT_RESULTS,
+    scale: str | None = None,
+) -> dict[str, Any]:
+    """Write results.md, summary.json, ood.png and learning_curves.png for a protocol; return the summary."""
+    out_root = Path(out_root).resolve()
+    scale = scale or detect_scale(str(protocol), out_root)
+    col = collect(str(protocol), out_root, scale)
+    proto = col.proto
+    dest = Path(results_root) / proto.name
+    metrics = metrics_of(col)
+    tests = [t.name for t in proto.tests] + ([AVERAGE] if len(proto.tests) > 1 else [])
+    summary: dict[str, Any] = {"protocol": proto.name, "scale": scale, "metrics": {}, "missing": [], "failed": []}
+    md = [
+        f"# {proto.name}: results",
+        "",
+        proto.description,
+        "",
+        f"Scale: {_describe_scale(col)}. Statistics over training seeds: mean +- standard error "
+        f"[95% bootstrap CI, {BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}]; SE and CI need 2+ seeds.",
+        "",
+    ]
+    incompatible = {
+        name: t["incompatible"]
+        for per in col.results.values()
+        for r in per.values()
+        for name, t in r["tests"].items()
+        if "incompatible" in t
+    }
+    for key, label in metrics:
+        md += [f"## {label}", ""]
+        rows = []
+        for m in col.methods():
+            want = len(col.seeds_of(m))
+            row = [m]
+            for t in tests:
+                vals = seed_means(col, m, t, key)
+                summary["metrics"].setdefault(key, {}).setdefault(m, {})[t] = cell(vals).__dict__ if vals else None
+                if not vals:
+                    row.append("incompatible" if t in incompatible else "missing")
+                else:
+                    partial = f" (n={len(vals)}/{want})" if len(vals) < want else f" (n={len(vals)})"
+                    row.append(cell(vals).fmt() + partial)
+            rows.append(row)
+        md += [_md_table(["method", *tests], rows), ""]
+    if proto.paper is not None:
+        key = proto.paper.get("metric", "score")
+        if key in dict(metrics):
+            lines, verdicts = _paper_section(col, key)
+            md += lines
+            summary["paper_comparison"] = verdicts
+    md += _exact_vs_paper(col, metrics[0][0] if metrics[0][0] != "won" else "won")
+    md += _random_reference(col)
+    problems = (
+        [f"- missing: {j.method} seed {j.seed}" for j in col.missing]
+        + [
+            f"- unfinished (a training checkpoint exists; re-run the sweep to resume): {j.method} seed {j.seed}"
+            for j in col.unfinished
+        ]
+        + [f"- failed: {j.method} seed {j.seed}: {msg}" for j, msg in col.failed]
+        + [f"- stale/invalid results file (rerun the sweep): {j.method} seed {j.seed}" for j in col.stale]
+    )
+    notes = [f"- test environment {name!r} not evaluated: {msg}" for name, msg in incompatible.items()]
+    summary["missing"] = [[j.method, j.seed] for j in col.missing + col.unfinished + col.stale]
+    summary["failed"] = [[j.method, j.seed, msg] for j, msg in col.failed]
+    md += ["## Completeness", ""]
+    n_done = sum(len(v) for v in col.results.values())
+    md.append(f"{n_done} of {len(col.requested)} requested runs have valid results.")
+    md += ["", *problems] if problems else []
+    md += ["", *notes] if notes else []
+    md += ["", "Plots: `ood.png` (grouped bars per test environment), `learning_curves.png`.", ""]
+    atomic_write_bytes(dest / "results.md", "\n".join(md).encode())
+    atomic_write_bytes(dest / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+    if col.results:
+        plot_ood(col, metrics, dest / "ood.png")
+        plot_curves(col, dest / "learning_curves.png")
+    summary["results_dir"] = str(dest)
+    summary["complete"] = not problems
+    return summary
+
+
+def report_parser(prog: str = "drigm report") -> argparse.ArgumentParser:
+    """The argument parser of ``drigm report``."""
+    p = argparse.ArgumentParser(prog=prog, description="Aggregate a protocol's sweep results over seeds.")
+    p.add_argument("protocol", help="a protocol name (experiments/protocols/NAME.yaml) or a path")
+    p.add_argument("--scale", choices=SCALES, default=None, help="default: the only scale with results")
+    p.add_argument("--out-root", type=Path, default=DEFAULT_OUT, help="the sweep's root (default experiments/runs)")
+    p.add_argument("--results-root", type=Path, default=DEFAULT_RESULTS, help="default experiments/results")
+    return p
+
+
+def report_main(argv: list[str]) -> int:
+    """``drigm report PROTOCOL``: 0 when the report is complete, 1 when runs are missing/failed, 2 on errors."""
+    args = report_parser().parse_args(argv)
+    try:
+        s = report(args.protocol, args.out_root, args.results_root, args.scale)
+    except ConfigError as exc:
+        print(f"drigm report: error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(s["results_dir"]) / "results.md").read_text())
+    if not s["complete"]:
+        print(f"drigm report: {len(s['missing'])} run(s) missing, {len(s['failed'])} failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(report_main(sys.argv[1:]))

@@ -1,0 +1,539 @@
+"""Sweeps over a named protocol: train every (algo, target, set, seed), then evaluate on every test environment.
+
+Layout under ``out_root`` (default ``experiments/runs``):
+
+- ``train/<training env>/<method>-seed<k>-<config key>/``: a training run directory (checkpoint, config,
+  progress.csv) plus ``train_done.json`` once training finished. The config key is a digest of the resolved run
+  config, so two protocols with the same training (building-seasonal and building-climate) share the runs, and a
+  changed config never resumes a foreign checkpoint. Training holds an exclusive ``fcntl`` lock on ``.lock`` in the
+  run directory, so concurrent sweeps never train the same run twice (the lock dies with its process).
+- ``<protocol>/<scale>/<method>/seed<k>.json``: the results of one run (written atomically: temp file +
+  os.replace), holding the resolved config, per-test-environment per-episode returns (plus won flags and
+  normalised scores where the protocol/environment defines them) and the training curve. A failed job leaves
+  ``seed<k>.error.txt`` beside it instead (removed when the job later succeeds).
+- ``<protocol>/<scale>/sweep.json``: the jobs ever requested (the union over sweeps), for the report.
+
+A run is finished when its results file exists and is valid (format, protocol, scale, method, seed, config key
+and test environment names all match); finished runs are skipped. A killed run is resumed from its last
+checkpoint with ``Trainer.train(resume=True)`` by simply running the sweep again.
+
+Backends: ``local`` runs the jobs in a process pool (spawn context, torch at one thread per worker), or in the
+calling process when there is one worker; ``ray`` submits the same jobs as Ray tasks (one CPU each) to the
+cluster at ``ray_address`` or to a local instance (an already initialised Ray is used as it is). Ray workers on
+other machines need this package installed and ``out_root`` on shared storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import fcntl
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drigm.checkpoint import atomic_write_bytes
+from drigm.config import ConfigError, RunConfig
+from drigm.envs.base import MultiAgentEnv, TimeStep, make_env
+from drigm.protocol import SCALES, Job, Protocol, ProtocolError, TestEnv, config_key, load_protocol
+
+RESULT_FORMAT = "drigm-sweep-result/1"
+
+
+class IncompatibleTestEnvError(ConfigError):
+    """A test environment's agents, actions or observations differ from the training environment's."""
+
+
+TRAIN_DONE = "train_done.json"
+DEFAULT_OUT = Path("experiments/runs")
+BACKENDS = ("local", "ray")
+
+
+# ===== paths ======================================================================================
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def result_dir(out_root: Path, protocol: str, scale: str) -> Path:
+    """Where a protocol's results at one scale live: ``out_root/<protocol>/<scale>``."""
+    return Path(out_root) / _slug(protocol) / scale
+
+
+def result_path(out_root: Path, protocol: str, scale: str, job: Job) -> Path:
+    """The results file of one job."""
+    return result_dir(out_root, protocol, scale) / job.method / f"seed{job.seed}.json"
+
+
+def train_dir(out_root: Path, job: Job, cfg: RunConfig) -> Path:
+    """The training run directory of one job (shared by every protocol with the same resolved config)."""
+    return Path(out_root) / "train" / _slug(cfg.env.name) / f"{job.method}-seed{job.seed}-{config_key(cfg)}"
+
+
+# ===== the unit of work ===========================================================================
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs, as plain data (picklable for process pools and Ray)."""
+
+    protocol: str
+    protocol_path: str
+    scale: str
+    job: Job
+    out_root: str
+    progress: bool = False
+
+
+class _Recorder(MultiAgentEnv):
+    """Forwards to `env` and remembers the last TimeStep's info (the runner does not return it)."""
+
+    def __init__(self, env: MultiAgentEnv) -> None:
+        self.env = env
+        self.last_info: dict[str, Any] = {}
+
+    n_agents = property(lambda self: self.env.n_agents)  # type: ignore[assignment]
+    n_actions = property(lambda self: self.env.n_actions)  # type: ignore[assignment]
+    obs_dim = property(lambda self: self.env.obs_dim)  # type: ignore[assignment]
+    state_dim = property(lambda self: self.env.state_dim)  # type: ignore[assignment]
+    episode_limit = property(lambda self: self.env.episode_limit)  # type: ignore[assignment]
+    discount = property(lambda self: self.env.discount)  # type: ignore[assignment]
+
+    def reset(self, seed: int | None = None) -> TimeStep:
+        ts = self.env.reset(seed)
+        self.last_info = dict(ts.info)
+        return ts
+
+    def step(self, actions: np.ndarray) -> TimeStep:
+        ts = self.env.step(actions)
+        self.last_info = dict(ts.info)
+        return ts
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def test_episode_seeds(eval_seed: int, episodes: int) -> list[int]:
+    """The env seeds of the test episodes: a pure function of the protocol's eval_seed (same for every method)."""
+    return [int(np.random.SeedSequence([eval_seed, 0x7E57, k]).generate_state(1)[0]) for k in range(episodes)]
+
+
+def make_test_env(env_data: dict[str, Any]) -> MultiAgentEnv:
+    """The environment of a test entry (EnvConfig data: name, episode_limit, kwargs)."""
+    kwargs = dict(env_data.get("kwargs") or {})
+    if env_data.get("episode_limit") is not None:
+        if "episode_limit" in kwargs:
+            raise ConfigError("test env episode_limit is set twice: as env.episode_limit and in env.kwargs")
+        kwargs["episode_limit"] = env_data["episode_limit"]
+    return make_env(env_data["name"], **kwargs)
+
+
+def evaluate_on(trainer: Any, test: TestEnv, seeds: list[int], score: Any) -> dict[str, Any]:
+    """Greedy episodes of a loaded run on one test environment: per-episode returns, won flags, scores."""
+    from drigm.runner import EpisodeRunner
+
+    env = make_test_env(test.env)
+    try:
+        mine, train_env = (env.n_agents, env.n_actions, env.obs_dim), trainer.env
+        theirs = (train_env.n_agents, train_env.n_actions, train_env.obs_dim)
+        if mine != theirs:
+            raise IncompatibleTestEnvError(
+                f"test environment {test.name!r} ({test.env['name']}) has (agents, actions, obs_dim) = {mine}, "
+                f"the training environment {theirs}: a trained policy cannot act in it"
+            )
+        rec = _Recorder(env)
+        runner = EpisodeRunner(rec, trainer.learner.controller, trainer.device)
+        rng = np.random.default_rng(0)
+        returns: list[float] = []
+        won: list[bool] = []
+        lengths: list[int] = []
+        for s in seeds:
+            ep = runner.run(s, 0.0, rng)
+            returns.append(float(ep.episode_return))
+            lengths.append(int(ep.length))
+            if "won" in rec.last_info:
+                won.append(bool(rec.last_info["won"]))
+    finally:
+        env.close()
+    out: dict[str, Any] = {"env": test.env, "seeds": seeds, "returns": returns, "lengths": lengths}
+    if won and len(won) == len(returns):
+        out["won"] = won
+    if score is not None:
+        out["score"] = [score(r) for r in returns]
+    return out
+
+
+def read_curve(run_dir: Path) -> dict[str, list[float]]:
+    """The training curve of a run from progress.csv: env steps and the mean of the recent training returns."""
+    path = Path(run_dir) / "progress.csv"
+    steps: list[float] = []
+    values: list[float] = []
+    if path.is_file():
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("key") == "train/return_mean":
+                    steps.append(float(row["step"]))
+                    values.append(float(row["value"]))
+    return {"step": steps, "return_mean": values}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def train_job(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """Train `cfg` in `run_dir` to completion (resuming a checkpoint left by a killed run); idempotent."""
+    from drigm.run import CHECKPOINT, Trainer
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir / ".lock"):
+        done = run_dir / TRAIN_DONE
+        if done.is_file():
+            try:
+                summary = json.loads(done.read_text())
+                if summary.get("t_env", -1) >= cfg.steps:
+                    return summary
+            except (json.JSONDecodeError, AttributeError):
+                pass
+        resume = (run_dir / CHECKPOINT).is_file()
+        summary = Trainer(cfg, run_dir).train(resume=resume)
+        summary["resumed"] = resume
+        _write_json(done, summary)
+        return summary
+
+
+def run_job(spec: JobSpec) -> dict[str, Any]:
+    """Train (or resume, or reuse) one job, evaluate it on every test environment, write its results atomically."""
+    from drigm.run import load_run
+
+    proto = load_protocol(spec.protocol_path, spec.scale)
+    job = spec.job
+    cfg = proto.job_config(job)
+    tdir = train_dir(Path(spec.out_root), job, cfg)
+    cfg = replace(cfg, out=str(tdir), progress=spec.progress)
+    out_path = result_path(Path(spec.out_root), proto.name, proto.scale, job)
+    err_path = out_path.with_suffix(".error.txt")
+    start = time.perf_counter()
+    try:
+        summary = train_job(cfg, tdir)
+        trainer, info = load_run(tdir, device="cpu")
+        seeds = test_episode_seeds(proto.eval_seed, proto.eval_episodes)
+        tests = {}
+        try:
+            for t in proto.tests:
+                try:
+                    tests[t.name] = evaluate_on(trainer, t, seeds, proto.score)
+                except IncompatibleTestEnvError as exc:  # recorded and reported; the other test envs still count
+                    tests[t.name] = {"env": t.env, "incompatible": str(exc)}
+        finally:
+            trainer.env.close()
+            trainer.eval_env.close()
+    except Exception:
+        atomic_write_bytes(err_path, traceback.format_exc().encode())
+        raise
+    result = {
+        "format": RESULT_FORMAT,
+        "protocol": proto.name,
+        "scale": proto.scale,
+        "method": job.method,
+        "job": asdict(job),
+        "config_key": config_key(cfg),
+        "config": cfg.to_dict(),
+        "train_dir": str(tdir),
+        "train": {**summary, "t_env": info["t_env"], "updates": info["updates"]},
+        "curve": read_curve(tdir),
+        "eval_episodes": proto.eval_episodes,
+        "eval_seed": proto.eval_seed,
+        "score_label": proto.score.label if proto.score is not None else None,
+        "tests": tests,
+        "seconds": time.perf_counter() - start,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    _write_json(out_path, result)
+    err_path.unlink(missing_ok=True)
+    return {"path": str(out_path), "method": job.method, "seed": job.seed, "resumed": summary.get("resumed", False)}
+
+
+def is_finished(path: Path, proto: Protocol, job: Job) -> bool:
+    """True when `path` holds a valid results file for exactly this protocol, scale, job, config and test set."""
+    try:
+        r = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    try:
+        return (
+            r["format"] == RESULT_FORMAT
+            and r["protocol"] == proto.name
+            and r["scale"] == proto.scale
+            and r["method"] == job.method
+            and r["job"]["seed"] == job.seed
+            and r["config_key"] == config_key(proto.job_config(job))
+            and r["eval_episodes"] == proto.eval_episodes
+            and r["eval_seed"] == proto.eval_seed
+            and list(r["tests"]) == [t.name for t in proto.tests]
+            and all(r["tests"][t.name]["env"] == t.env for t in proto.tests)
+            and all(
+                "incompatible" in r["tests"][t.name] or len(r["tests"][t.name]["returns"]) == proto.eval_episodes
+                for t in proto.tests
+            )
+        )
+    except (KeyError, TypeError):
+        return False
+
+
+# ===== backends ===================================================================================
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _run_in_worker(spec: JobSpec) -> dict[str, Any]:
+    _init_worker()
+    return run_job(spec)
+
+
+def _run_inline(specs: list[JobSpec], bar: Any) -> list[tuple[JobSpec, str]]:
+    """One worker: run the jobs in this process, one after another (no process start-up cost)."""
+    failures: list[tuple[JobSpec, str]] = []
+    _init_worker()
+    for spec in specs:
+        try:
+            run_job(spec)
+        except Exception as exc:  # recorded like a worker's failure; the error file holds the traceback
+            failures.append((spec, f"{type(exc).__name__}: {exc}"))
+            bar.write(f"FAILED {spec.job.method} seed {spec.job.seed}: {type(exc).__name__}: {exc}")
+        bar.update(1)
+    return failures
+
+
+def _run_local(specs: list[JobSpec], workers: int, bar: Any) -> list[tuple[JobSpec, str]]:
+    failures: list[tuple[JobSpec, str]] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        pending = {pool.submit(run_job, s): s for s in specs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                spec = pending.pop(fut)
+                exc = fut.exception()
+                if exc is not None:
+                    failures.append((spec, f"{type(exc).__name__}: {exc}"))
+                    bar.write(f"FAILED {spec.job.method} seed {spec.job.seed}: {type(exc).__name__}: {exc}")
+                bar.update(1)
+    return failures
+
+
+def _run_ray(specs: list[JobSpec], workers: int | None, bar: Any, address: str | None) -> list[tuple[JobSpec, str]]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("--backend ray needs the 'ray' package (pip install 'ray>=2.40')") from exc
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False)
+    remote = ray.remote(num_cpus=1, max_retries=0)(_run_in_worker)
+    refs = {remote.remote(s): s for s in specs}
+    failures: list[tuple[JobSpec, str]] = []
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        for ref in ready:
+            spec = refs.pop(ref)
+            try:
+                ray.get(ref)
+            except Exception as exc:  # a RayTaskError wraps the worker's exception
+                cause = getattr(exc, "cause", None) or exc
+                failures.append((spec, f"{type(cause).__name__}: {cause}"))
+                bar.write(f"FAILED {spec.job.method} seed {spec.job.seed}: {type(cause).__name__}: {cause}")
+            bar.update(1)
+    return failures
+
+
+# ===== the sweep ==================================================================================
+@dataclass
+class SweepSummary:
+    """What a sweep did: jobs in total, skipped as finished, run, failed (with messages), and the results dir."""
+
+    total: int
+    skipped: int
+    ran: int
+    failed: list[tuple[str, int, str]]
+    results_dir: Path
+    seconds: float
+
+
+def _seed_list(proto: Protocol, seeds: int | Sequence[int] | None) -> list[int]:
+    if seeds is None:
+        return list(proto.seeds)
+    if isinstance(seeds, int):
+        if not 1 <= seeds <= len(proto.seeds):
+            raise ProtocolError(
+                f"--seeds {seeds}: protocol {proto.name!r} ({proto.scale}) lists {len(proto.seeds)} seeds "
+                f"{proto.seeds}; give 1..{len(proto.seeds)} or an explicit comma-separated list"
+            )
+        return list(proto.seeds[:seeds])
+    out = [int(s) for s in seeds]
+    if not out or any(s < 0 for s in out):
+        raise ProtocolError(f"--seeds {out}: give a non-empty list of seeds >= 0")
+    return out
+
+
+def _update_manifest(path: Path, proto: Protocol, jobs: list[Job]) -> None:
+    old: list[dict[str, Any]] = []
+    if path.is_file():
+        with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
+            old = json.loads(path.read_text())["jobs"]
+    seen = {(j["method"], j["seed"]) for j in old}
+    new = old + [{"method": j.method, **asdict(j)} for j in jobs if (j.method, j.seed) not in seen]
+    _write_json(
+        path, {"protocol": proto.name, "scale": proto.scale, "tests": [t.name for t in proto.tests], "jobs": new}
+    )
+
+
+def sweep(
+    protocol: str | Path,
+    algos: Sequence[str] | None = None,
+    targets: Sequence[str] | None = None,
+    sets: Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    out_root: Path = DEFAULT_OUT,
+    scale: str = "full",
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run every unfinished job of the protocol (None = the protocol's defaults); finished ones are skipped."""
+    if backend not in BACKENDS:
+        raise ProtocolError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ProtocolError(f"workers={workers!r} must be >= 1")
+    proto = load_protocol(protocol, scale)
+    jobs = proto.jobs(
+        list(algos or proto.algos), list(targets or proto.targets), list(sets or proto.sets), _seed_list(proto, seeds)
+    )
+    out_root = Path(out_root).resolve()
+    rdir = result_dir(out_root, proto.name, proto.scale)
+    rdir.mkdir(parents=True, exist_ok=True)
+    _update_manifest(rdir / "sweep.json", proto, jobs)
+    todo = [j for j in jobs if not is_finished(result_path(out_root, proto.name, proto.scale, j), proto, j)]
+    specs = [JobSpec(proto.name, str(proto.path.resolve()), proto.scale, j, str(out_root)) for j in todo]
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    n_workers = max(1, min(workers or (os.cpu_count() or 1), len(specs) or 1))
+    print(
+        f"sweep {proto.name} ({proto.scale} scale): {len(jobs)} jobs, {len(jobs) - len(todo)} finished, "
+        f"{len(todo)} to run on {backend} with {n_workers} worker(s); results under {rdir}",
+        flush=True,
+    )
+    failures: list[tuple[JobSpec, str]] = []
+    if specs:
+        with tqdm(total=len(specs), unit="run", disable=not progress, file=sys.stderr) as bar:
+            if backend == "local" and n_workers == 1:
+                failures = _run_inline(specs, bar)
+            elif backend == "local":
+                failures = _run_local(specs, n_workers, bar)
+            else:
+                failures = _run_ray(specs, workers, bar, ray_address)
+    return SweepSummary(
+        total=len(jobs),
+        skipped=len(jobs) - len(todo),
+        ran=len(specs) - len(failures),
+        failed=[(s.job.method, s.job.seed, msg) for s, msg in failures],
+        results_dir=rdir,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _csv(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _seeds_arg(text: str) -> int | list[int]:
+    parts = _csv(text)
+    try:
+        if len(parts) == 1 and "," not in text:
+            return int(parts[0])
+        return [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give a count (5) or a list (0,1,10)") from None
+
+
+def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
+    """The argument parser of ``drigm sweep``."""
+    p = argparse.ArgumentParser(prog=prog, description="Train and evaluate every combination of a named protocol.")
+    p.add_argument("protocol", help="a protocol name (experiments/protocols/NAME.yaml) or a path to a protocol YAML")
+    p.add_argument("--algos", type=_csv, default=None, help="comma-separated, e.g. vdn,qmix,qtran (default: protocol)")
+    p.add_argument("--targets", type=_csv, default=None, help="comma-separated among none,exact,paper")
+    p.add_argument("--sets", type=_csv, default=None, help="comma-separated among contamination,tv")
+    p.add_argument("--seeds", type=_seeds_arg, default=None, help="N (the protocol's first N seeds) or a list 0,1,10")
+    p.add_argument("--backend", choices=BACKENDS, default="local")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: CPU count)")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local instance)")
+    p.add_argument("--scale", choices=SCALES, default="full")
+    p.add_argument("--out-root", type=Path, default=DEFAULT_OUT, help="run and results root (default experiments/runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def sweep_main(argv: list[str]) -> int:
+    """``drigm sweep PROTOCOL ...``: 0 when every job finished, 1 when some failed, 2 on a configuration error."""
+    args = sweep_parser().parse_args(argv)
+    try:
+        s = sweep(
+            args.protocol,
+            algos=args.algos,
+            targets=args.targets,
+            sets=args.sets,
+            seeds=args.seeds,
+            backend=args.backend,
+            workers=args.workers,
+            out_root=args.out_root,
+            scale=args.scale,
+            ray_address=args.ray_address,
+            progress=not args.no_progress,
+        )
+    except (ConfigError, RuntimeError) as exc:
+        print(f"drigm sweep: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"done in {s.seconds:.0f} s: {s.total} jobs, {s.skipped} already finished, {s.ran} run, "
+        f"{len(s.failed)} failed; results in {s.results_dir}"
+    )
+    for method, seed, msg in s.failed:
+        print(f"  FAILED {method} seed {seed}: {msg}", file=sys.stderr)
+    return 1 if s.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(sweep_main(sys.argv[1:]))

@@ -1,0 +1,229 @@
+"""The experiment pipeline: protocols, sweeps (local pool and Ray), skip/resume behaviour, atomic results, reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drigm.config import build_config
+from drigm.protocol import PROTOCOL_DIR, Job, Protocol, ProtocolError, load_protocol, protocol_names
+from drigm.report import cell, report, report_main
+from drigm.run import CHECKPOINT, Trainer
+from drigm.sweep import TRAIN_DONE, result_path, sweep, sweep_main, train_dir
+from reference.game import Game, robust_vs_nominal_game, save_game
+
+SMOKE = PROTOCOL_DIR / "tabular-smoke.yaml"
+METHODS = ["qmix-none", "qmix-exact-tv", "qmix-paper-tv"]
+
+
+def shifted_protocol(tmp: Path) -> Path:
+    """tabular-smoke plus a test on robust_vs_nominal with the corridor's success probability cut from 0.8 to 0.4."""
+    g = robust_vs_nominal_game()
+    P = g.P.copy()
+    P[3, :, :] = [0.0, 0.4, 0.6, 0.0]
+    path = save_game(Game(P=P, R=g.R, gamma=g.gamma, name="shifted"), tmp / "shifted.npz")
+    proto = tmp / "smoke-shift.yaml"
+    proto.write_text(
+        f"base: {SMOKE}\nname: smoke-shift\ntests:\n  - {{name: nominal, env: {{}}}}\n"
+        f"  - {{name: shifted, env: {{name: 'tabular:{path}'}}}}\n"
+    )
+    return proto
+
+
+def job_of(proto: Protocol, path: Path) -> Job:
+    """The job whose results file is `path` (``<method>/seed<k>.json``)."""
+    seed = int(path.stem.removeprefix("seed"))
+    (job,) = [j for j in proto.jobs(proto.algos, proto.targets, proto.sets, [seed]) if j.method == path.parent.name]
+    return job
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def run_smoke(proto: Path, out: Path, **kw: object) -> object:
+    args = {"algos": ["qmix"], "targets": ["none", "exact", "paper"], "sets": ["tv"], "seeds": 2, "workers": 2}
+    args.update(kw)
+    return sweep(proto, out_root=out, scale="smoke", progress=False, **args)  # type: ignore[arg-type]
+
+
+def results_of(proto_name: str, out: Path) -> dict[Path, dict]:
+    root = out / proto_name / "smoke"
+    return {p: json.loads(p.read_text()) for p in sorted(root.glob("*/seed*.json"))}
+
+
+def test_protocol_loader_errors_and_names(tmp_path: Path) -> None:
+    assert {"building-seasonal", "building-climate", "evcharging-shift", "cogen-renewables"} <= set(protocol_names())
+    assert "smax-3s_vs_5z-noise" in protocol_names() and "_building" not in protocol_names()
+    with pytest.raises(ProtocolError, match=r"unknown protocol 'nope'.*building-seasonal"):
+        load_protocol("nope")
+    with pytest.raises(ProtocolError, match="scale='huge'"):
+        load_protocol("tabular-smoke", "huge")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {SMOKE}\nbogus: 1\n")
+    with pytest.raises(ProtocolError, match=r"unknown key.*'bogus'"):
+        load_protocol(bad)
+    bad.write_text(f"base: {SMOKE}\nrun: {{learner: {{lr: -1}}}}\n")
+    with pytest.raises(ProtocolError, match=r"learner\.lr=-1"):
+        load_protocol(bad)
+    p = load_protocol("building-climate", "reduced")
+    assert [t.env["name"] for t in p.tests] == [
+        f"building:{c}" for c in ("Tampa", "NewYork", "Honolulu", "ElPaso", "Seattle")
+    ]
+    assert all(t.env["kwargs"]["days"] == "200:365" for t in p.tests) and p.run["env"]["kwargs"]["days"] == "0:200"
+    assert p.rho_of("contamination", "qtran") == 0.02 and p.rho_of("tv", "vdn") == 0.5 and p.rho_of("tv", "qmix") == 0.2
+    full = load_protocol("building-seasonal")
+    assert full.seeds == [0, 1, 10, 16, 42] and full.run["steps"] == 600 * 288 and full.score is not None
+    assert full.score(-9000.0) == 0.0 and full.score(0.0) == 1.0
+    # target none ignores the sets: one job per seed; the TV runs get the paper's schedule
+    jobs = full.jobs(["qmix"], ["none", "exact"], ["contamination", "tv"], [0, 1])
+    assert [j.method for j in jobs] == ["qmix-none"] * 2 + ["qmix-exact-contamination"] * 2 + ["qmix-exact-tv"] * 2
+    tv = full.job_config(jobs[-1])
+    assert (tv.learner.update_every, tv.learner.q_steps, tv.learner.aux_first, tv.target.aux_steps) == (8, 4, True, 4)
+    assert full.job_config(jobs[0]).learner.update_every == 2
+    # both building protocols share their training runs (same resolved config, same run directory)
+    climate = load_protocol("building-climate")
+    assert train_dir(tmp_path, jobs[0], full.job_config(jobs[0])) == train_dir(
+        tmp_path, jobs[0], climate.job_config(jobs[0])
+    )
+
+
+def test_bootstrap_cell_is_seeded_and_sane() -> None:
+    c = cell([1.0, 2.0, 3.0, 4.0])
+    assert c.mean == 2.5 and c.se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert c.ci is not None and 1.0 <= c.ci[0] < 2.5 < c.ci[1] <= 4.0 and cell([1.0, 2.0, 3.0, 4.0]).ci == c.ci
+    one = cell([0.7])
+    assert one.se is None and one.ci is None and "n/a" in one.fmt()
+
+
+def test_local_sweep_skip_rerun_resume_and_report(tmp_path: Path) -> None:
+    proto_path = shifted_protocol(tmp_path)
+    out = tmp_path / "runs"
+    s = run_smoke(proto_path, out)
+    assert (s.total, s.skipped, s.ran, s.failed) == (6, 0, 6, [])
+    res = results_of("smoke-shift", out)
+    assert len(res) == 6 and not temp_files(out)
+    for r in res.values():
+        assert r["method"] in METHODS and set(r["tests"]) == {"nominal", "shifted"}
+        assert all(len(t["returns"]) == 3 and len(t["seeds"]) == 3 for t in r["tests"].values())
+        assert r["config"]["steps"] == 240 and r["train"]["t_env"] == 240 and r["curve"]["step"]
+        assert r["config"]["target"]["kind"] == r["job"]["target"]
+    # the robust targets got the protocol's rho; kind none ignores the set
+    tv = next(r for r in res.values() if r["method"] == "qmix-exact-tv")
+    assert tv["config"]["target"]["rho"] == 0.2 and tv["config"]["target"]["set"] == "tv"
+    # the shifted game is harsher on the risky action, so no policy earns more there than nominally on average
+    ckpts = {p: p.stat().st_mtime_ns for p in (out / "train").rglob(CHECKPOINT)}
+    stamps = {p: p.stat().st_mtime_ns for p in res}
+    assert len(ckpts) == 6
+
+    # run again: nothing is retrained or re-evaluated
+    s2 = run_smoke(proto_path, out)
+    assert (s2.skipped, s2.ran) == (6, 0)
+    assert {p: p.stat().st_mtime_ns for p in res} == stamps
+    assert {p: p.stat().st_mtime_ns for p in (out / "train").rglob(CHECKPOINT)} == ckpts
+
+    # delete one results file: only that run is re-evaluated, and its training is reused, not redone
+    victim = sorted(res)[0]
+    victim.unlink()
+    s3 = run_smoke(proto_path, out)
+    assert (s3.skipped, s3.ran) == (5, 1) and victim.is_file()
+    assert {p: p.stat().st_mtime_ns for p in res if p != victim} == {k: v for k, v in stamps.items() if k != victim}
+    assert {p: p.stat().st_mtime_ns for p in (out / "train").rglob(CHECKPOINT)} == ckpts
+    assert json.loads(victim.read_text())["tests"] == res[victim]["tests"]  # same checkpoint, same test episodes
+
+    # a killed run: a checkpoint half way, no train_done marker, no results -> the sweep resumes it to the end
+    proto = load_protocol(proto_path, "smoke")
+    job = next(j for j in proto.jobs(["qmix"], ["exact"], ["tv"], [1]))
+    cfg = proto.job_config(job)
+    tdir = train_dir(out.resolve(), job, cfg)
+    for p in (tdir / TRAIN_DONE, result_path(out.resolve(), proto.name, "smoke", job)):
+        p.unlink()
+    (tdir / CHECKPOINT).unlink()
+    half = build_config({**cfg.to_dict(), "steps": 120, "out": str(tdir)})
+    Trainer(half, tdir).train()
+    s4 = run_smoke(proto_path, out)
+    assert (s4.skipped, s4.ran) == (5, 1)
+    done = json.loads((tdir / TRAIN_DONE).read_text())
+    assert done["resumed"] is True and done["t_env"] == 240
+    again = json.loads(result_path(out.resolve(), proto.name, "smoke", job).read_text())
+    assert again["train"]["t_env"] == 240 and again["curve"]["step"][-1] == 240
+    assert not temp_files(out)
+
+    # the report: rows per method, columns per test env plus the average, plots, and no temp files
+    rroot = tmp_path / "results"
+    summary = report(proto_path, out, rroot)
+    md = (rroot / "smoke-shift" / "results.md").read_text()
+    for m in METHODS:
+        assert f"| {m} | " in md
+    assert "| method | nominal | shifted | average |" in md and "6 of 6 requested runs have valid results." in md
+    assert "Exact targets against the paper's targets" in md and summary["complete"]
+    for png in ("ood.png", "learning_curves.png"):
+        assert (rroot / "smoke-shift" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not temp_files(rroot)
+    # a missing run is reported, not dropped; report_main signals it
+    victim.unlink()
+    assert report_main([str(proto_path), "--out-root", str(out), "--results-root", str(rroot)]) == 1
+    md = (rroot / "smoke-shift" / "results.md").read_text()
+    missing = json.loads((rroot / "smoke-shift" / "summary.json").read_text())["missing"]
+    assert len(missing) == 1 and "(n=1/2)" in md
+    assert (
+        f"unfinished (a training checkpoint exists; re-run the sweep to resume): {missing[0][0]} seed {missing[0][1]}"
+        in md
+    )
+    # without its training run too, the job is plainly missing
+    shutil.rmtree(train_dir(out.resolve(), job_of(proto, victim), proto.job_config(job_of(proto, victim))))
+    assert report_main([str(proto_path), "--out-root", str(out), "--results-root", str(rroot)]) == 1
+    assert f"- missing: {missing[0][0]} seed {missing[0][1]}" in (rroot / "smoke-shift" / "results.md").read_text()
+
+
+def test_sweep_main_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep_main(["nope", "--out-root", str(tmp_path)]) == 2
+    assert "unknown protocol 'nope'" in capsys.readouterr().err
+    assert sweep_main(["tabular-smoke", "--seeds", "9", "--scale", "smoke", "--out-root", str(tmp_path)]) == 2
+    assert "--seeds 9" in capsys.readouterr().err
+    argv = ["tabular-smoke", "--algos", "vdn", "--targets", "none", "--seeds", "1", "--scale", "smoke"]
+    assert sweep_main([*argv, "--workers", "1", "--no-progress", "--out-root", str(tmp_path)]) == 0
+    assert (tmp_path / "tabular-smoke" / "smoke" / "vdn-none" / "seed0.json").is_file()
+
+
+def test_ray_backend(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' package (pip install ray)")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        proto_path = shifted_protocol(tmp_path)
+        s = run_smoke(proto_path, tmp_path / "runs", backend="ray", targets=["none", "exact"])
+        assert (s.total, s.ran, s.failed) == (4, 4, [])
+        res = results_of("smoke-shift", tmp_path / "runs")
+        assert sorted({r["method"] for r in res.values()}) == ["qmix-exact-tv", "qmix-none"] and len(res) == 4
+        s2 = run_smoke(proto_path, tmp_path / "runs", backend="ray", targets=["none", "exact"])
+        assert (s2.skipped, s2.ran) == (4, 0)
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize(
+    "protocol", ["building-climate", "evcharging-shift", "cogen-renewables", "smax-3s_vs_5z-noise"]
+)
+def test_protocol_smoke_scale_trains_and_evaluates(protocol: str, tmp_path: Path) -> None:
+    """Two short episodes of robust QMIX (exact TV) through the protocol machinery, evaluated on every test env."""
+    if protocol.startswith("smax"):
+        pytest.importorskip("jaxmarl", reason="the smax protocol needs the 'starcraft' extra")
+    s = sweep(protocol, ["qmix"], ["exact"], ["tv"], 1, workers=1, out_root=tmp_path, scale="smoke", progress=False)
+    assert s.failed == [] and s.ran == 1
+    proto = load_protocol(protocol, "smoke")
+    (r,) = [json.loads(p.read_text()) for p in (tmp_path / proto.name / "smoke").glob("*/seed*.json")]
+    assert r["train"]["episodes"] == 2 and list(r["tests"]) == [t.name for t in proto.tests]
+    evaluated = [t for t in r["tests"].values() if "returns" in t]
+    assert evaluated and all(len(t["returns"]) == 1 and np.isfinite(t["returns"]).all() for t in evaluated)
+    for t in r["tests"].values():
+        assert "returns" in t or "incompatible" in t["incompatible"] or "agents" in t["incompatible"]
+    if protocol.startswith("building"):
+        assert all(len(t["score"]) == 1 for t in evaluated)
+    if protocol.startswith("smax"):
+        assert all(len(t["won"]) == 1 for t in evaluated)
+    if protocol == "evcharging-shift":
+        assert "returns" in r["tests"]["caltech Fall 2019"]
