@@ -289,12 +289,27 @@ def _kl_solve(P: np.ndarray, V: np.ndarray, rho: float) -> tuple[np.ndarray, np.
     return sigma, t, vmin, saturated
 
 
+def _unit_range(V: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(c, s, (V - c) / s) with c = min V and s = max V - min V (1 if V is constant).
+
+    The KL ball's support is translation-equivariant and positively homogeneous, and its worst case is
+    invariant under V -> (V - c) / s, so solving on a unit range avoids inverse temperatures that
+    overflow when V's spread is tiny (or underflow when it is huge).
+    """
+    c = float(V.min())
+    s = float(V.max()) - c
+    if not (s > 0.0 and math.isfinite(s) and math.isfinite(1.0 / s)):
+        s = 1.0
+    return c, s, (V - c) / s
+
+
 def kl_support(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = True) -> np.ndarray:
     """sup_{beta > 0} -beta log E_p0[exp(-V / beta)] - beta rho; min over supp(p0) when beta* -> 0."""
     rho = check_rho("kl", rho)
     P0, V = _prepare(P0, V, validate)
     P, Vr, shape = _rows(P0, V)
-    return _kl_solve(P, Vr, rho)[0].reshape(shape)
+    c, s, Vn = _unit_range(Vr)
+    return (c + s * _kl_solve(P, Vn, rho)[0]).reshape(shape)
 
 
 def kl_worst_case(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = True) -> np.ndarray:
@@ -302,8 +317,9 @@ def kl_worst_case(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = Tr
     rho = check_rho("kl", rho)
     P0, V = _prepare(P0, V, validate)
     P, Vr, shape = _rows(P0, V)
-    _, t, vmin, saturated = _kl_solve(P, Vr, rho)
-    Vb = np.broadcast_to(Vr, P.shape)
+    _, _, Vn = _unit_range(Vr)
+    _, t, vmin, saturated = _kl_solve(P, Vn, rho)
+    Vb = np.broadcast_to(Vn, P.shape)
     supp = P > 0
     Vp = np.where(supp, Vb - vmin[:, None], 0.0)
     W = P * np.exp(-t[:, None] * Vp)
@@ -611,7 +627,13 @@ def _kl_warm_start(
     heuristic only: the exact passes that follow test every result against their own brackets.
     """
     G = _KL_GRID
-    tg = math.sqrt(2.0 * rho) / float(V.std()) * _KL_GRID_RATIO ** (np.arange(G) - (G - 1) / 2)
+    # the scale of V: its std, or its range where the std underflows (V constant up to ~1e-160 offsets)
+    scale = float(V.std())
+    if not (scale > 0.0 and math.isfinite(1.0 / scale)):
+        scale = float(V.max() - V.min())
+    if not (scale > 0.0 and math.isfinite(1.0 / scale)):
+        scale = 1.0
+    tg = math.sqrt(2.0 * rho) / scale * _KL_GRID_RATIO ** (np.arange(G) - (G - 1) / 2)
     vmin = V.min()
     Y = V - V.mean()
     E = np.exp(-np.outer(tg, V - vmin))
@@ -823,7 +845,8 @@ def support_shared(name: str, kernel: SharedKernel, V: np.ndarray, rho: float) -
     elif name == "tv":
         out = _tv_shared(kernel, V, rho)
     elif name == "kl":
-        out = _kl_shared(kernel, V, rho)
+        c, s, Vn = _unit_range(V)
+        out = c + s * _kl_shared(kernel, Vn, rho)
     elif name == "kl-penalty":
         out = _kl_penalty_shared(kernel, V, rho)
     else:

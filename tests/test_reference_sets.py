@@ -455,3 +455,20 @@ def test_set_objects() -> None:
     value, p = uset.primal(np.array([0.5, 0.5]), np.array([0.0, 1.0]))
     assert value == pytest.approx(float(uset.support(np.array([0.5, 0.5]), np.array([0.0, 1.0]))), abs=1e-7)
     assert uset.distance(p, np.array([0.5, 0.5])) <= 2.0 + 1e-7
+
+
+@pytest.mark.parametrize("rho", [0.5, 20.0])
+def test_kl_tiny_spread_value_is_finite_and_consistent(rho: float) -> None:
+    """Regression: V constant up to ~1e-177 once made the KL warm start divide by zero and return NaN."""
+    from reference.sets import SharedKernel
+
+    P0 = np.array([[1.0, 1e-12, 1e-12, 1e-12]])
+    P0 = P0 / P0.sum()
+    V = np.array([0.0, 0.0, -5.44648814e-177, 0.0])
+    u = make_set("kl", rho)
+    general = float(u.support(P0, V)[0])
+    shared = float(u.support_shared(SharedKernel(P0), V)[0])
+    assert np.isfinite(general) and np.isfinite(shared)
+    assert V.min() - 1e-190 <= general <= float(P0[0] @ V) + 1e-190
+    assert abs(general - shared) <= 1e-190
+    assert np.all(np.isfinite(u.worst_case(P0, V)))
