@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import one_hot, pad, relu
 
+from drigm.normalization import RunningNorm
+
 if TYPE_CHECKING:
     from drigm.config import AgentConfig
 
@@ -98,7 +100,7 @@ def make_body(arch: str, in_dim: int, n_actions: int, hidden: int, history: int)
 class AgentController(nn.Module):
     """All N agents' utility networks plus their input construction and (masked) action selection."""
 
-    def __init__(self, n_agents: int, n_actions: int, obs_dim: int, cfg: AgentConfig) -> None:
+    def __init__(self, n_agents: int, n_actions: int, obs_dim: int, cfg: AgentConfig, obs_norm: bool = False) -> None:
         super().__init__()
         self.n_agents = n_agents
         self.n_actions = n_actions
@@ -111,14 +113,19 @@ class AgentController(nn.Module):
             make_body(cfg.arch, self.input_dim, n_actions, cfg.hidden, cfg.history) for _ in range(n_bodies)
         )
         self.register_buffer("agent_ids", torch.eye(n_agents), persistent=False)
+        # observation normaliser (learner.input_norm): applied in build_inputs, so the runner and learner agree
+        self.obs_norm: RunningNorm | None = RunningNorm(obs_dim) if obs_norm else None
 
     @property
     def hidden_size(self) -> int:
         return self.bodies[0].hidden_size
 
     def build_inputs(self, obs: Tensor, last_actions_onehot: Tensor | None) -> Tensor:
-        """Inputs (..., N, input_dim) from obs (..., N, obs_dim) and last actions (..., N, n_actions)."""
-        parts = [obs]
+        """Inputs (..., N, input_dim) from obs (..., N, obs_dim) and last actions (..., N, n_actions).
+
+        With an observation normaliser the obs part is normalised with its current statistics.
+        """
+        parts = [obs if self.obs_norm is None else self.obs_norm(obs)]
         if self.cfg.last_action:
             if last_actions_onehot is None:
                 raise ValueError("agent.last_action is on, so build_inputs needs last_actions_onehot")

@@ -10,12 +10,12 @@ failure naming the file and the problem.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from reference.atomic_io import atomic_write_bytes as _atomic_write_bytes
 
 FORMAT = "drigm-checkpoint/1"
 REQUIRED = ("format", "meta", "config", "learner", "counters", "rng")
@@ -26,19 +26,9 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temporary file in the same directory, fsync, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `data` to `path` atomically (temporary file in the same directory, fsync, os.replace), creating
+    missing parent directories; the shared implementation is :func:`reference.atomic_io.atomic_write_bytes`."""
+    _atomic_write_bytes(path, data, make_parents=True)
 
 
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:

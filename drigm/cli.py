@@ -118,6 +118,10 @@ def _print_eval(result: dict[str, Any]) -> None:
     lo, hi = result["ci95"]
     ci = f"[{lo:.4g}, {hi:.4g}]" if lo is not None else "(needs >= 2 episodes)"
     print(f"run {result['run']} at t_env={result['t_env']}: mean return {result['mean_return']:.4g}, 95% CI {ci}")
+    if "win_rate" in result:
+        wlo, whi = result["win_rate_ci95"]
+        wci = f"[{wlo:.3g}, {whi:.3g}]" if wlo is not None else "(needs >= 2 episodes)"
+        print(f"greedy win rate {result['win_rate']:.3g}, 95% CI {wci}")
     if "policy" in result:
         print(f"decentralised greedy policy per state: {result['policy']}")
         print(f"{result['value_note']}")
@@ -129,7 +133,12 @@ def _print_eval(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `drigm` console script; returns the exit status (2 on a user error)."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["sweep"], ["report"]) and len(argv) > 1 and argv[1].startswith("-"):
+        # argparse's REMAINDER does not take a leading option (`drigm sweep --help`): hand it over as is
+        args = argparse.Namespace(command=argv[0], rest=argv[1:])
+    else:
+        args = _parser().parse_args(argv)
     from drigm.checkpoint import CheckpointError
     from drigm.config import ConfigError
     from drigm.envs.base import EnvError

@@ -134,6 +134,8 @@ class LearnerConfig:
     """
 
     gamma: float | None = None
+    reward_scale: float = 1.0
+    input_norm: bool = False
     optimizer: str = "adam"
     lr: float = 1e-3
     rms_alpha: float = 0.99
@@ -186,6 +188,8 @@ class RunConfig:
     checkpoint_buffer: bool = True
     tensorboard: bool = True
     progress: bool = True
+    n_envs: int | None = None
+    """Episodes collected at once, on batched environments only (smax); None: 16 on smax, 1 elsewhere."""
 
     def validate(self) -> None:
         """Raise ConfigError naming the key, its value and the allowed range for the first invalid entry."""
@@ -197,6 +201,8 @@ class RunConfig:
             raise ConfigError("env.name must be a non-empty spec like 'tabular:robust_vs_nominal'")
         if self.env.episode_limit is not None:
             _check_int("env.episode_limit", self.env.episode_limit, 1)
+        if self.n_envs is not None:
+            _check_int("n_envs", self.n_envs, 1, 4096)
         a = self.agent
         _check_choice("agent.arch", a.arch, ("mlp", "gru"))
         _check_int("agent.hidden", a.hidden, 1)
@@ -207,6 +213,12 @@ class RunConfig:
         lr = self.learner
         if lr.gamma is not None:
             _check_float("learner.gamma", lr.gamma, 0.0, 1.0, hi_open=True)
+        _check_float("learner.reward_scale", lr.reward_scale, 0.0, math.inf, lo_open=True)
+        if lr.reward_scale != 1.0 and self.target.kind != "none" and self.target.set == "kl-penalty":
+            raise ConfigError(
+                f"learner.reward_scale={lr.reward_scale} must be 1 with target.set='kl-penalty': its temperature "
+                "beta would act on the scaled values (only the ball sets contamination and tv are homogeneous)"
+            )
         _check_choice("learner.optimizer", lr.optimizer, ("rmsprop", "adam"))
         _check_float("learner.lr", lr.lr, 0.0, math.inf, lo_open=True)
         _check_float("learner.rms_alpha", lr.rms_alpha, 0.0, 1.0, hi_open=True)
@@ -249,6 +261,8 @@ class RunConfig:
         """Plain nested data (YAML-safe), with the mixer params fully resolved."""
         d = asdict(self)
         d["mixer"]["params"] = asdict(self.mixer.typed_params())
+        if d["n_envs"] is None:  # unset: omitted, so configs (and sweep config keys) from before it stay valid
+            del d["n_envs"]
         return d
 
 

@@ -101,6 +101,7 @@ def building_demo(
     Deterministic for a seed on CPU. Writes the runs and ``demo.png`` under `out` (previous demo runs there are
     replaced) and returns the scores; nothing is asserted about which method wins at this tiny budget.
     """
+    from drigm.envs.building import NATIVE_LEVELS
     from drigm.run import Trainer, load_run
 
     if episodes < 2 or test_episodes < 1:
@@ -110,13 +111,15 @@ def building_demo(
     assert proto.score is not None
     steps = episodes * 288
     seeds = test_episode_seeds(proto.eval_seed, test_episodes)
+    train_kwargs = dict(proto.run["env"].get("kwargs", {}))  # the action levels etc. of the training env
     tests = [
-        TestEnv(label, {"name": name, "episode_limit": None, "kwargs": {"days": "200:365"}})
+        TestEnv(label, {"name": name, "episode_limit": None, "kwargs": {**train_kwargs, "days": "200:365"}})
         for label, name in DEMO_TESTS
     ]
+    levels = proto.run["env"].get("kwargs", {}).get("n_levels", NATIVE_LEVELS)
     print(
-        f"drigm building demo: QMIX on SustainGym building (6 zones x 200 power levels, one day = 288 steps), trained "
-        f"{episodes} days in Tucson, tested on {test_episodes} held-out days per climate.",
+        f"drigm building demo: QMIX on SustainGym building (6 zones x {levels} power levels, one day = 288 steps), "
+        f"trained {episodes} days in Tucson, tested on {test_episodes} held-out days per climate.",
         flush=True,
     )
     rows: list[DemoRow] = []

@@ -6,8 +6,9 @@ For a batch of episodes, :meth:`Learner.update`
 2. selects a_bar'_i = argmax of the online utilities at s' among available actions (double-Q; the
    target utilities select when ``double_q`` is off) and evaluates V_hat(s') = Q_tot^-(s', a_bar')
    with the target agents and the target mixer (for QTRAN, Q_jt^-);
-3. builds :class:`~drigm.targets.TargetInputs`, lets the robust target update its auxiliary estimates
-   (``update_aux``, unless the phase schedule did so already) and takes y = target(inputs);
+3. builds :class:`~drigm.targets.TargetInputs` (rewards times ``learner.reward_scale``), lets the robust
+   target update its auxiliary estimates (``update_aux``, unless the phase schedule did so already) and
+   takes y = target(inputs);
 4. minimises the masked TD loss (Q_tot(s, a) - y)^2 plus the mixer's own terms (QTRAN: L_opt, L_nopt),
    with gradient-norm clipping, then updates the target networks (hard every N updates, or soft).
 """
@@ -25,6 +26,7 @@ from drigm.agents import AgentController, masked_argmax
 from drigm.checkpoint import CheckpointError
 from drigm.config import RunConfig
 from drigm.mixers import MixerContext, build_mixer
+from drigm.normalization import RunningNorm
 from drigm.targets import TargetInputs, build_target
 
 
@@ -56,10 +58,12 @@ class Learner:
         self.gamma = gamma
         self.device = device
         lc = cfg.learner
-        self.controller = AgentController(n_agents, n_actions, obs_dim, cfg.agent).to(device)
+        self.controller = AgentController(n_agents, n_actions, obs_dim, cfg.agent, obs_norm=lc.input_norm).to(device)
         self.mixer = build_mixer(cfg.mixer.name, cfg.mixer.typed_params(), state_dim, n_agents, n_actions).to(device)
         self.target_controller = copy.deepcopy(self.controller).requires_grad_(False)
         self.target_mixer = copy.deepcopy(self.mixer).requires_grad_(False)
+        # the mixers' state normaliser; online and target networks see the same (current) statistics
+        self.state_norm: RunningNorm | None = RunningNorm(state_dim).to(device) if lc.input_norm else None
         self.robust = build_target(cfg.target, state_dim, n_agents, n_actions, gamma).to(device)
         self.params = [*self.controller.parameters(), *self.mixer.parameters()]
         if lc.optimizer == "rmsprop":
@@ -85,7 +89,7 @@ class Learner:
             next_onehot = one_hot(a_next, A).to(state.dtype).flatten(-2)
             next_value = self.target_mixer(next_utils, state[:, 1:], next_onehot)
         return TargetInputs(
-            reward=batch["reward"][:, :-1],
+            reward=batch["reward"][:, :-1] * self.cfg.learner.reward_scale,
             next_value=next_value,
             terminated=batch["terminated"][:, :-1].to(state.dtype),
             mask=batch["filled"][:, :-1].to(state.dtype),
@@ -93,9 +97,24 @@ class Learner:
             actions_onehot=one_hot(actions, A).to(state.dtype).flatten(-2),
         )
 
+    def normalize_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """With ``input_norm``: merge the batch's real steps into the normalisers (the target agents' copy
+        follows) and return the batch with its state normalised; the identity otherwise."""
+        if self.state_norm is None:
+            return batch
+        obs_norm, target_obs_norm = self.controller.obs_norm, self.target_controller.obs_norm
+        assert obs_norm is not None and target_obs_norm is not None
+        filled = batch["filled"].bool()
+        valid = filled | torch.cat([torch.zeros_like(filled[:, :1]), filled[:, :-1]], dim=1)  # + each final step
+        obs_norm.update(batch["obs"], valid.unsqueeze(-1).expand(batch["obs"].shape[:-1]))
+        target_obs_norm.load_state_dict(obs_norm.state_dict())
+        self.state_norm.update(batch["state"], valid)
+        return {**batch, "state": self.state_norm(batch["state"])}
+
     def update(self, batch: dict[str, Tensor], run_aux: bool = True) -> dict[str, float]:
         """One gradient step on a batch of episodes (tensors on this learner's device); returns scalar stats."""
         self.controller.train()
+        batch = self.normalize_batch(batch)
         actions = batch["actions"][:, :-1]
         inputs = self.controller.sequence_inputs(batch["obs"], batch["actions"])
         utilities = self.controller(inputs)  # (B, T+1, N, A)
@@ -156,6 +175,8 @@ class Learner:
             for online, target in ((self.controller, self.target_controller), (self.mixer, self.target_mixer)):
                 for p, tp in zip(online.parameters(), target.parameters(), strict=True):
                     tp.lerp_(p, lc.tau)
+                for b, tb in zip(online.buffers(), target.buffers(), strict=True):
+                    tb.copy_(b)  # normaliser statistics follow the online ones
 
     # ----- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -169,6 +190,7 @@ class Learner:
             "robust": self.robust.state_dict(),
             "robust_optimizer": self.robust.optimizer.state_dict() if self.robust.optimizer is not None else None,
             "n_updates": self.n_updates,
+            "state_norm": None if self.state_norm is None else self.state_norm.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -185,6 +207,10 @@ class Learner:
             parts.append(("robust_optimizer", self.robust.optimizer))
         elif state.get("robust_optimizer") is not None:
             raise CheckpointError("the checkpoint holds a robust-target optimizer but this run's target has none")
+        if self.state_norm is not None:
+            parts.append(("state_norm", self.state_norm))
+        elif state.get("state_norm") is not None:
+            raise CheckpointError("the checkpoint holds input normalisers but this run has learner.input_norm off")
         for name, module in parts:
             if state.get(name) is None:
                 raise CheckpointError(f"the checkpoint lacks the learner part {name!r}")

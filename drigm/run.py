@@ -35,7 +35,7 @@ from drigm.config import CONFIG_FILE, ConfigError, RunConfig, build_config, load
 from drigm.envs.base import MultiAgentEnv, make_env
 from drigm.envs.tabular import TabularEnv
 from drigm.learner import Learner, resolve_device
-from drigm.runner import EpisodeRunner
+from drigm.runner import BatchedRunner, Episode, EpisodeRunner
 from reference.bellman import evaluate_under_kernel, policy_evaluation, value_iteration
 from reference.sets import UncertaintySet, make_set
 
@@ -60,6 +60,26 @@ def make_run_env(cfg: RunConfig) -> MultiAgentEnv:
             raise ConfigError("env.episode_limit is set twice: as env.episode_limit and in env.kwargs")
         kwargs["episode_limit"] = cfg.env.episode_limit
     return make_env(cfg.env.name, **kwargs)
+
+
+SMAX_DEFAULT_N_ENVS = 16
+"""Battles collected at once on smax when n_envs is unset."""
+
+
+def batched_env_count(cfg: RunConfig, env: MultiAgentEnv) -> int | None:
+    """B for batched collection (environments with a ``batched(B)`` method: smax), None for the one-env path.
+
+    n_envs unset gives SMAX_DEFAULT_N_ENVS on batched environments; n_envs > 1 on another environment is a
+    ConfigError (1 there keeps the one-env path).
+    """
+    n = cfg.n_envs
+    if callable(getattr(env, "batched", None)):
+        return SMAX_DEFAULT_N_ENVS if n is None else n
+    if n is not None and n != 1:
+        raise ConfigError(
+            f"n_envs={n} needs a batched environment (smax); {cfg.env.name!r} collects one episode at a time"
+        )
+    return None
 
 
 def resolve_gamma(cfg: RunConfig, env: MultiAgentEnv) -> float:
@@ -151,6 +171,7 @@ class Counters:
     last_eval: int = 0
     last_checkpoint: int = 0
     recent_returns: list[float] = field(default_factory=list)
+    recent_wins: list[float] = field(default_factory=list)
 
 
 class Trainer:
@@ -179,6 +200,14 @@ class Trainer:
         )
         self.runner = EpisodeRunner(env, self.learner.controller, self.device)
         self.eval_runner = EpisodeRunner(self.eval_env, self.learner.controller, self.device)
+        # batched environments (smax): B battles per step for training and evaluation, one compiled step for both
+        self.n_envs = batched_env_count(cfg, env)
+        self.batch_runner: BatchedRunner | None = None
+        self.eval_batch_runner: BatchedRunner | None = None
+        if self.n_envs is not None:
+            ctrl = self.learner.controller
+            self.batch_runner = BatchedRunner(env.batched(self.n_envs), ctrl, self.device)  # type: ignore[attr-defined]
+            self.eval_batch_runner = BatchedRunner(self.eval_env.batched(self.n_envs), ctrl, self.device)  # type: ignore[attr-defined]
         self.act_rng = np.random.default_rng([cfg.seed, _ACTIONS])
         self.sample_rng = np.random.default_rng([cfg.seed, _SAMPLING])
         self.counters = Counters()
@@ -198,7 +227,12 @@ class Trainer:
                 "config": self.cfg.to_dict(),
                 "learner": self.learner.state_dict(),
                 "buffer": self.buffer.state_dict() if self.cfg.checkpoint_buffer else None,
-                "counters": {**c.__dict__, "recent_returns": list(c.recent_returns)},
+                "counters": {
+                    **c.__dict__,
+                    "recent_returns": list(c.recent_returns),
+                    "recent_wins": list(c.recent_wins),
+                },
+                "runner": self.batch_runner.state_dict() if self.batch_runner is not None else None,
                 "rng": {
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -230,14 +264,49 @@ class Trainer:
             self.sample_rng.bit_generator.state = json.loads(rng["sampling"])
         except (TypeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {str(path)!r} has malformed counters or RNG state: {exc}") from exc
+        if self.batch_runner is not None and self.training:
+            state = ck.get("runner")
+            if state is None:
+                raise CheckpointError(f"checkpoint {str(path)!r} holds no batched-collection state to resume from")
+            try:
+                self.batch_runner.load_state_dict(state, self._train_seed)
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"checkpoint {str(path)!r}: the batched collection does not fit: {exc}") from exc
 
     # ----- training -------------------------------------------------------------------------------
+    def _train_seed(self, k: int) -> int:
+        return episode_seed(self.cfg.seed, _TRAIN_EPISODES, k)
+
+    def _eval_seed(self, k: int) -> int:
+        return episode_seed(self.cfg.seed, _EVAL_EPISODES, k)
+
+    def evaluate(self, episodes: int) -> tuple[list[float], list[bool] | None]:
+        """Greedy returns of `episodes` evaluation episodes, and their won flags on batched envs (smax; else None).
+
+        Episode k always uses the env seed of eval-stream index k, on the batched and the one-env path alike.
+        """
+        if self.eval_batch_runner is not None:
+            eps = self.eval_batch_runner.run_episodes(episodes, self._eval_seed, 0.0, self.act_rng)
+            return [e.episode_return for e in eps], [e.won for e in eps]
+        return [
+            self.eval_runner.run(self._eval_seed(k), 0.0, self.act_rng).episode_return for k in range(episodes)
+        ], None
+
     def evaluate_returns(self, episodes: int) -> list[float]:
         """Greedy returns of `episodes` evaluation episodes (the same seeds every time)."""
-        return [
-            self.eval_runner.run(episode_seed(self.cfg.seed, _EVAL_EPISODES, k), 0.0, self.act_rng).episode_return
-            for k in range(episodes)
-        ]
+        return self.evaluate(episodes)[0]
+
+    def _collect(self, eps: float) -> tuple[list[Episode], int, list[bool]]:
+        """One collection step: (finished episodes, env steps taken, won flags of batched episodes)."""
+        if self.batch_runner is None:
+            ep = self.runner.run(
+                episode_seed(self.cfg.seed, _TRAIN_EPISODES, self.counters.episodes), eps, self.act_rng
+            )
+            return [ep], ep.length, []
+        if not self.batch_runner.started:
+            self.batch_runner.start(self._train_seed, 0)
+        done = self.batch_runner.step(eps, self.act_rng)
+        return list(done), self.batch_runner.env.batch_size, [e.won for e in done]
 
     def _train_phase(self) -> dict[str, float]:
         lc = self.cfg.learner
@@ -264,42 +333,47 @@ class Trainer:
         save_config(cfg, self.run_dir / CONFIG)
         logger = RunLogger(self.run_dir, cfg.tensorboard, c.t_env if resume else None)
         recent = deque(c.recent_returns, maxlen=100)
+        recent_wins = deque(c.recent_wins, maxlen=100)
         stats: dict[str, float] = {}
         bar = tqdm(total=cfg.steps, initial=min(c.t_env, cfg.steps), unit="step", disable=not cfg.progress)
         start = time.perf_counter()
         try:
             while c.t_env < cfg.steps:
                 eps = cfg.explore.epsilon(c.t_env)
-                ep = self.runner.run(episode_seed(cfg.seed, _TRAIN_EPISODES, c.episodes), eps, self.act_rng)
-                self.buffer.insert(ep.data, ep.length)
-                c.t_env += ep.length
-                c.episodes += 1
-                recent.append(ep.episode_return)
-                bar.update(min(ep.length, cfg.steps - bar.n))
-                phases, c.pending_steps = divmod(c.pending_steps + ep.length, cfg.learner.update_every)
+                finished, n_steps, won = self._collect(eps)
+                for ep in finished:
+                    self.buffer.insert(ep.data, ep.length)
+                    recent.append(ep.episode_return)
+                recent_wins.extend(float(w) for w in won)
+                c.t_env += n_steps
+                c.episodes += len(finished)
+                bar.update(min(n_steps, cfg.steps - bar.n))
+                phases, c.pending_steps = divmod(c.pending_steps + n_steps, cfg.learner.update_every)
                 if self.buffer.can_sample(cfg.learner.batch_size):
                     for _ in range(phases):
                         stats = self._train_phase()
-                c.recent_returns = list(recent)
-                if c.t_env - c.last_log >= cfg.log_interval:
+                c.recent_returns, c.recent_wins = list(recent), list(recent_wins)
+                if c.t_env - c.last_log >= cfg.log_interval and recent:
                     row = {"train/return_mean": float(np.mean(recent)), "train/epsilon": eps, "episodes": c.episodes}
+                    if recent_wins:
+                        row["train/win_rate"] = float(np.mean(recent_wins))
                     row.update({f"learner/{k}": v for k, v in stats.items()})
                     row["learner/updates"] = self.learner.n_updates
                     logger.log(c.t_env, row)
                     bar.set_postfix(ret=f"{row['train/return_mean']:.3g}", eps=f"{eps:.2f}")
                     c.last_log = c.t_env
                 if cfg.eval.interval and c.t_env - c.last_eval >= cfg.eval.interval:
-                    logger.log(c.t_env, {"eval/return_mean": float(np.mean(self.evaluate_returns(cfg.eval.episodes)))})
+                    logger.log(c.t_env, self._eval_row(cfg.eval.episodes)[0])
                     c.last_eval = c.t_env
                 if c.t_env - c.last_checkpoint >= cfg.checkpoint_interval:
                     self.save()
-            returns = self.evaluate_returns(cfg.eval.episodes)
-            logger.log(c.t_env, {"eval/return_mean": float(np.mean(returns))})
+            row, returns = self._eval_row(cfg.eval.episodes)
+            logger.log(c.t_env, row)
             self.save()
         finally:
             bar.close()
             logger.close()
-        return {
+        summary = {
             "run_dir": str(self.run_dir),
             "t_env": c.t_env,
             "episodes": c.episodes,
@@ -307,6 +381,17 @@ class Trainer:
             "eval_return_mean": float(np.mean(returns)),
             "seconds": time.perf_counter() - start,
         }
+        if "eval/win_rate" in row:
+            summary["eval_win_rate"] = row["eval/win_rate"]
+        return summary
+
+    def _eval_row(self, episodes: int) -> tuple[dict[str, float], list[float]]:
+        """The log row of a greedy evaluation (mean return, and win rate where defined) and its returns."""
+        returns, won = self.evaluate(episodes)
+        row = {"eval/return_mean": float(np.mean(returns))}
+        if won is not None:
+            row["eval/win_rate"] = float(np.mean(won))
+        return row, returns
 
 
 # ===== evaluation =================================================================================
@@ -393,7 +478,7 @@ def evaluate_run(
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} must be >= 1")
     trainer, info = load_run(Path(run_dir), device)
-    returns = trainer.evaluate_returns(episodes)
+    returns, won = trainer.evaluate(episodes)
     mean, lo, hi = mean_ci95(returns)
     out: dict[str, Any] = {
         "run": str(run_dir),
@@ -404,6 +489,9 @@ def evaluate_run(
         "ci95": [lo, hi],
         "returns": returns,
     }
+    if won is not None:
+        w_mean, w_lo, w_hi = mean_ci95([float(w) for w in won])
+        out.update(win_rate=w_mean, win_rate_ci95=[w_lo, w_hi], won=won)
     if isinstance(trainer.env, TabularEnv):
         uset, note = value_set(trainer.cfg, set_name, rho)
         out.update(tabular_report(trainer.learner.controller, trainer.env, uset))

@@ -47,6 +47,7 @@ from drigm.checkpoint import atomic_write_bytes
 from drigm.config import ConfigError, RunConfig
 from drigm.envs.base import MultiAgentEnv, TimeStep, make_env
 from drigm.protocol import SCALES, Job, Protocol, ProtocolError, TestEnv, config_key, load_protocol
+from reference.atomic_io import atomic_write_json
 
 RESULT_FORMAT = "drigm-sweep-result/1"
 
@@ -197,7 +198,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
+    """Atomically write `obj` as indented JSON plus a newline (parents created); a torn file is never visible."""
+    atomic_write_json(path, obj, indent=1, default=_json_default, make_parents=True)
 
 
 def _json_default(o: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from proofs_check.runner import PropertyResult
+from reference.atomic_io import atomic_write_text
 
 _DETAIL_WIDTH = 96
 
@@ -115,20 +115,8 @@ def format_report(results: Sequence[PropertyResult], profile: str = "ci") -> str
 
 def write_json(results: Sequence[PropertyResult], path: str | os.PathLike[str]) -> Path:
     """Write the GAME_FORMAT list of objects to `path` atomically (temporary file, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = json.dumps([r.to_json() for r in results], indent=1, allow_nan=False, default=_default)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, payload, make_parents=True)
 
 
 def _default(x: Any) -> Any:

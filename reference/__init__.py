@@ -1,10 +1,12 @@
 """Exact tabular reference solver for cooperative robust Markov games (numpy, scipy, cvxpy only).
 
 Entry points: :mod:`reference.game` (model and files), :mod:`reference.sets` (uncertainty sets),
-:mod:`reference.bellman` (robust VI, policy evaluation, worst-case kernels). It never imports torch.
+:mod:`reference.bellman` (robust VI, policy evaluation, worst-case kernels), :mod:`reference.atomic_io` (atomic
+file writes, shared with proofs_check and drigm). It never imports torch.
 """
 
 from reference.bellman import (
+    ConvergenceWarning,
     PolicyEvaluation,
     SolveResult,
     bellman_optimality,
@@ -34,6 +36,7 @@ __all__ = [
     "CLASSIC_GAMES",
     "RHO_RANGES",
     "SET_NAMES",
+    "ConvergenceWarning",
     "Game",
     "GameError",
     "PolicyEvaluation",

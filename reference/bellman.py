@@ -11,6 +11,8 @@ Policies are accepted in three forms (see :func:`joint_policy`):
 
 from __future__ import annotations
 
+import math
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +24,20 @@ from reference.sets import SharedKernel, UncertaintySet, make_set
 
 PolicyLike = np.ndarray | Sequence[np.ndarray]
 
+_STALL_FLOOR_ULPS = 4096.0  # a residual within this many ulps of max |Q| (or of 1) is at the floating-point floor
+_STALL_MIN_WINDOW = 20  # fewest sweeps without a halving of the residual before a stall is declared
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """An iteration stopped at the floating-point floor of its residual, before reaching its tolerance."""
+
 
 @dataclass(frozen=True)
 class SolveResult:
-    """Robust optimal values. ``Q`` has shape (S, n_1..n_N); ``error_bound`` certifies ||Q - Q*_rob||_inf."""
+    """Robust optimal values. ``Q`` has shape (S, n_1..n_N); ``error_bound`` certifies ||Q - Q*_rob||_inf.
+
+    ``converged`` is False when the residual stalled at the rounding floor; error_bound may then exceed tol.
+    """
 
     Q: np.ndarray
     V: np.ndarray
@@ -33,17 +45,55 @@ class SolveResult:
     residual: float
     error_bound: float
     iterations: int
+    converged: bool = True
 
 
 @dataclass(frozen=True)
 class PolicyEvaluation:
-    """Robust values of a fixed policy: Q^pi_rob (S, n_1..n_N), V^pi_rob (S,), and certificate."""
+    """Robust values of a fixed policy: Q^pi_rob (S, n_1..n_N), V^pi_rob (S,), certificate, and whether tol was met."""
 
     Q: np.ndarray
     V: np.ndarray
     residual: float
     error_bound: float
     iterations: int
+    converged: bool = True
+
+
+class _StallMonitor:
+    """Flags a residual that stopped shrinking at the rounding floor of a gamma-contraction.
+
+    In exact arithmetic the residual shrinks by gamma per sweep, so it halves within ``window`` sweeps
+    (gamma^window <= 1/100); a residual that does not, and sits within _STALL_FLOOR_ULPS ulps of the values,
+    is rounding noise that more sweeps cannot remove.
+    """
+
+    def __init__(self, gamma: float) -> None:
+        self.window = _STALL_MIN_WINDOW
+        if 0.0 < gamma < 1.0:
+            self.window = max(_STALL_MIN_WINDOW, math.ceil(math.log(0.01) / math.log(gamma)))
+        self._anchor = math.inf  # the residual at the last halving
+        self._anchor_it = 0
+
+    def stalled(self, it: int, res: float, values: np.ndarray) -> bool:
+        """True once `res` has not halved for `window` sweeps and is at the floor set by max |values|."""
+        if res <= 0.5 * self._anchor:
+            self._anchor, self._anchor_it = res, it
+            return False
+        if it - self._anchor_it < self.window:
+            return False
+        scale = max(1.0, float(np.max(np.abs(values)))) if values.size else 1.0
+        return res <= _STALL_FLOOR_ULPS * float(np.finfo(np.float64).eps) * scale
+
+
+def _warn_stall(what: str, res: float, target: float, tol: float, it: int, bound: float) -> None:
+    warnings.warn(
+        f"{what} stalled at residual {res:.3g} after {it} sweeps: the floating-point floor is above the "
+        f"residual {target:.3g} that tol={tol:g} needs; returning converged=False with the certified "
+        f"error_bound {bound:.3g}",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
 
 
 def nominal_set() -> UncertaintySet:
@@ -104,8 +154,9 @@ def value_iteration(
 ) -> SolveResult:
     """Robust value iteration until ||T Q - Q||_inf <= tol (1 - gamma) / gamma.
 
-    Guarantees ``||Q - Q*_rob||_inf <= error_bound <= tol`` with error_bound = gamma res / (1 - gamma),
-    where res is the last residual ||T Q_prev - Q_prev||_inf and Q = T Q_prev.
+    Guarantees ``||Q - Q*_rob||_inf <= error_bound`` with error_bound = gamma res / (1 - gamma), where res is the
+    last residual ||T Q_prev - Q_prev||_inf and Q = T Q_prev; error_bound <= tol when ``converged``. A residual
+    stalled at the floating-point floor stops early with converged=False and a :class:`ConvergenceWarning`.
     """
     if not tol > 0:
         raise ValueError(f"tol={tol!r} must be > 0")
@@ -114,12 +165,18 @@ def value_iteration(
     res = np.inf
     it = 0
     target = tol * (1.0 - g) / g if g > 0 else np.inf
+    monitor = _StallMonitor(g)
+    converged = True
     while it < max_iter:
         TQ = bellman_optimality(game, uset, Q)
         res = float(np.max(np.abs(TQ - Q)))
         Q = TQ
         it += 1
         if g == 0.0 or res <= target:
+            break
+        if monitor.stalled(it, res, Q):
+            converged = False
+            _warn_stall("value iteration", res, target, tol, it, g * res / (1.0 - g))
             break
     else:
         raise RuntimeError(f"value iteration did not reach tol={tol:g} in {max_iter} iterations (residual {res:g})")
@@ -132,6 +189,7 @@ def value_iteration(
         residual=res,
         error_bound=bound,
         iterations=it,
+        converged=converged,
     )
 
 
@@ -197,7 +255,8 @@ def policy_evaluation(
 
     Runs value iteration to the certified tolerance, then (``polish``) alternates exact linear
     solves under the current worst-case kernel with worst-case updates while that lowers the
-    certified residual. Guarantees ||V - V^pi_rob||_inf <= error_bound.
+    certified residual. Guarantees ||V - V^pi_rob||_inf <= error_bound, and error_bound <= tol when ``converged``;
+    a residual stalled at the floating-point floor ends the sweeps early (converged=False, ConvergenceWarning).
     """
     pi = joint_policy(game, policy)
     g = game.gamma
@@ -210,12 +269,17 @@ def policy_evaluation(
     target = tol * (1.0 - g) / g if g > 0 else np.inf
     res = np.inf
     it = 0
+    monitor = _StallMonitor(g)
+    stalled = False
     while it < max_iter:
         TV = apply(V)
         res = float(np.max(np.abs(TV - V)))
         V = TV
         it += 1
         if g == 0.0 or res <= target:
+            break
+        if monitor.stalled(it, res, V):
+            stalled = True
             break
     else:
         raise RuntimeError(f"policy evaluation did not reach tol={tol:g} in {max_iter} iterations")
@@ -232,6 +296,9 @@ def policy_evaluation(
             if res == 0.0:
                 break
     bound = g * res / (1.0 - g) if g > 0 else 0.0
+    converged = g == 0.0 or res <= target  # the polish may have brought a stalled residual below the target
+    if stalled and not converged:
+        _warn_stall("policy evaluation", res, target, tol, it, bound)
     Q = robust_backup(game, uset, V)
     return PolicyEvaluation(
         Q=Q.reshape(game.n_states, *game.n_actions),
@@ -239,6 +306,7 @@ def policy_evaluation(
         residual=res,
         error_bound=bound,
         iterations=it,
+        converged=converged,
     )
 
 

@@ -232,7 +232,12 @@ class WorstCaseUtilities:
 
 
 def worst_case_kernel_utilities(
-    game: Game, uset: UncertaintySet, V_rob: np.ndarray, tol: float = 1e-10, Q0: np.ndarray | None = None
+    game: Game,
+    uset: UncertaintySet,
+    V_rob: np.ndarray,
+    tol: float = 1e-10,
+    Q0: np.ndarray | None = None,
+    max_iter: int = 1_000_000,
 ) -> WorstCaseUtilities:
     """Q_i^rob := IGM utilities of the optimal joint Q under P_w, the worst-case kernel at V_rob.
 
@@ -242,7 +247,7 @@ def worst_case_kernel_utilities(
     """
     Pw = bellman.worst_case_kernel(game, uset, V_rob)
     gw = Game(P=Pw, R=game.R, gamma=game.gamma, name=f"{game.name}_worst_kernel")
-    sol = bellman.value_iteration(gw, bellman.nominal_set(), tol=tol, Q0=Q0)
+    sol = bellman.value_iteration(gw, bellman.nominal_set(), tol=tol, max_iter=max_iter, Q0=Q0)
     return WorstCaseUtilities(
         utilities=max_marginals(sol.Q), Q_kernel=sol.Q, kernel=Pw, error_bound=float(sol.error_bound)
     )

@@ -8,11 +8,12 @@ never renormalises.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from reference.atomic_io import atomic_write
 
 STOCHASTIC_TOL = 1e-8
 
@@ -170,7 +171,6 @@ def save_game(game: Game, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {
         "P": np.asarray(game.P, dtype=np.float64),
         "R": np.asarray(game.R, dtype=np.float64),
@@ -180,17 +180,7 @@ def save_game(game: Game, path: str | os.PathLike[str]) -> Path:
         arrays["obs"] = np.asarray(game.obs, dtype=np.int64)
     if game.initial is not None:
         arrays["initial"] = np.asarray(game.initial, dtype=np.float64)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays), make_parents=True)
 
 
 def load_game(path: str | os.PathLike[str]) -> Game:

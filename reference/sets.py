@@ -191,6 +191,25 @@ def tv_worst_case(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = Tr
 
 
 # ===== KL =========================================================================================
+_MIN_TIE = 4.0 * float(np.finfo(np.float64).eps)  # unit-range gaps above a row's min below this are ties (kl, chi2)
+
+
+def _kl_shifted(P: np.ndarray, Vb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(supp, vmin, Vp): the support, min of V over it, and Vp = V - vmin there (0 off it), for unit-range V.
+
+    Values within _MIN_TIE (4 ulps of the unit range) of the row's min are merged into its argmin class
+    (Vp = 0). They are ties up to the rounding of V -> (V - c) / s, and telling them apart would need inverse
+    temperatures t ~ 1 / gap that overflow (a gap of 1e-228 needs t ~ 1e228, and t^2 Var is then inf * 0).
+    Every quantity (sigma, t, the worst case) is then exact for the merged V, which is within _MIN_TIE of V
+    in the sup norm; sigma is 1-Lipschitz in that norm, so sigma moves by at most _MIN_TIE * (max V - min V).
+    """
+    supp = P > 0
+    vmin = np.where(supp, Vb, np.inf).min(axis=-1)
+    Vp = np.where(supp, Vb - vmin[:, None], 0.0)  # >= 0 on the support
+    Vp[Vp <= _MIN_TIE] = 0.0
+    return supp, vmin, Vp
+
+
 def _kl_eval(P: np.ndarray, Vp: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For q_t proportional to p0 exp(-t Vp), Vp >= 0 on the support: (log M, E_q[Vp], Var_q[Vp], KL(q_t || p0)).
 
@@ -222,9 +241,7 @@ def _kl_solve(P: np.ndarray, V: np.ndarray, rho: float) -> tuple[np.ndarray, np.
     """
     K = P.shape[0]
     Vb = np.broadcast_to(V, P.shape)
-    supp = P > 0
-    vmin = np.where(supp, Vb, np.inf).min(axis=-1)
-    Vp = np.where(supp, Vb - vmin[:, None], 0.0)  # >= 0 on the support
+    supp, vmin, Vp = _kl_shifted(P, Vb)
     at_min = supp & (Vp == 0.0)
     p_min = np.where(at_min, P, 0.0).sum(axis=-1)
     nominal = np.einsum("ks,ks->k", P, Vb)
@@ -318,14 +335,24 @@ def kl_worst_case(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = Tr
     P0, V = _prepare(P0, V, validate)
     P, Vr, shape = _rows(P0, V)
     _, _, Vn = _unit_range(Vr)
-    _, t, vmin, saturated = _kl_solve(P, Vn, rho)
-    Vb = np.broadcast_to(Vn, P.shape)
-    supp = P > 0
-    Vp = np.where(supp, Vb - vmin[:, None], 0.0)
+    _, t, _, saturated = _kl_solve(P, Vn, rho)
+    supp, _, Vp = _kl_shifted(P, np.broadcast_to(Vn, P.shape))  # the same merged ties as the solver's
     W = P * np.exp(-t[:, None] * Vp)
     sat_w = np.where(supp & (Vp == 0.0), P, 0.0)
     W = np.where(saturated[:, None], sat_w, W)
-    return (W / W.sum(axis=-1, keepdims=True)).reshape(*shape, P.shape[-1])
+    p = W / W.sum(axis=-1, keepdims=True)
+    # Guard against rounding (KL = rho is met to ~1e-13 relative, and a rounded p moves KL by ~eps): where
+    # KL(p || p0) > rho, mix in the normalised p0, whose KL is k0 = -log sum p0 (0 up to row-sum rounding).
+    # KL is convex, so a = (kl - rho) / (kl - k0) gives KL(mix) <= rho; a is ~1e-13 when it is used, and it
+    # moves p.V by a (p0.V - p.V).
+    a0 = P.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.einsum("ks,ks->k", p, np.where(p > 0, np.log(p / np.where(supp, P, 1.0)), 0.0))
+        k0 = -np.log(a0)
+        a = np.where(kl > rho, np.clip((kl - rho) / (kl - k0), 0.0, 1.0), 0.0)
+    if a.any():
+        p = p + a[:, None] * (P / a0[:, None] - p)
+    return p.reshape(*shape, P.shape[-1])
 
 
 # ===== KL penalty (fixed temperature) =============================================================
@@ -357,57 +384,81 @@ def kl_penalty_worst_case(P0: np.ndarray, V: np.ndarray, beta: float, validate: 
 
 
 # ===== chi-square =================================================================================
-def _chi2_solve(P: np.ndarray, V: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
-    """Maximise g(eta) = eta - sqrt(1+rho) sqrt(E_p0[(eta - V)_+^2]) exactly, row by row.
+def _chi2_solve(P: np.ndarray, V: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximise g(eta) = eta - sqrt(1+rho) sqrt(E_p0[(eta - V)_+^2]) exactly, row by row, with no cancellation.
 
-    Between consecutive sorted values of V, g has a closed-form stationary point; clamping it into
-    its segment and taking the best segment gives the exact maximum. Returns (sigma, eta*).
+    Returns (sigma, anchor, offset): eta* = anchor + offset, anchor a value of V on the row and offset >= 0 (inf
+    when eta* = inf), so eta* - V_j = (anchor - V_j) + offset keeps full relative accuracy near a value of V.
     """
+    # On the segment [V_j, V_{j+1}] of the sorted values, g has a closed-form stationary point; clamping it into
+    # its segment and taking the best segment gives the exact maximum. Every segment quantity is a sum of
+    # non-negative terms, so no digits cancel. With A_j the p0-mass of the first j+1 sorted states, L_j =
+    # sum_{i<=j} p_i (V_j - V_i) = A_j (V_j - mean_j) and M_j = sum_{i<=j} p_i (V_i - mean_j)^2:
+    #   L_j = L_{j-1} + A_{j-1} (V_j - V_{j-1}),
+    #   M_j = M_{j-1} + A_{j-1} p_j / A_j (V_j - mean_{j-1})^2, V_j - mean_{j-1} = (V_j - V_{j-1}) + L_{j-1} / A_{j-1}
+    # (the pairwise update of Chan, Golub and LeVeque). E_p0[(eta - V)_+^2] = A_j (eta - mean_j)^2 + M_j there.
+    # The raw-moment form A_j C_j - B_j^2 of A_j M_j lost about half the digits when p0 had masses near 1e-12.
     K = P.shape[0]
     if K > _CHUNK_ROWS:  # blocks of rows keep the many temporaries below in cache
         parts = [
             _chi2_solve(P[i : i + _CHUNK_ROWS], V if V.ndim == 1 else V[i : i + _CHUNK_ROWS], rho)
             for i in range(0, K, _CHUNK_ROWS)
         ]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        sigma, anchor, offset = (np.concatenate([p[k] for p in parts]) for k in range(3))
+        return sigma, anchor, offset
     c2 = 1.0 + rho
-    Ps, Vs, _ = _sorted_rows(P, V, descending=False)
-    supp_any = Ps > 0
-    first = np.argmax(supp_any, axis=-1)
-    vmin = np.take_along_axis(Vs, first[:, None], axis=-1)[:, 0]
-    X = Vs - vmin[:, None]  # shift for numerical stability; sigma is translation-equivariant
+    Ps, Vs, order = _sorted_rows(P, V, descending=False)
+    if V.ndim == 1:  # one sorted V for every row: its gaps are a broadcast row
+        Vs = V[order]
+    S = Ps.shape[-1]
     A = np.cumsum(Ps, axis=-1)
-    B = np.cumsum(Ps * X, axis=-1)
-    Cq = np.cumsum(Ps * X * X, axis=-1)
-    upper = np.concatenate([X[:, 1:], np.full((K, 1), np.inf)], axis=-1)
-    lower = X
-    D = np.maximum(A * Cq - B * B, 0.0)
-    denom = c2 * A - 1.0
+    Ap = A[:, :-1]  # mass strictly below each state j >= 1
+    dx = np.diff(Vs, axis=-1)  # >= 0: V_j - V_{j-1}
+    L = np.zeros((K, S))
+    np.cumsum(Ap * dx, axis=-1, out=L[:, 1:])
+    Aq = np.where(A > 0, A, 1.0)  # A, or 1 before the first state of the support (where L = M = 0)
+    ell = L / Aq  # V_j - mean_j >= 0
+    r = dx + ell[:, :-1]  # V_j - mean_{j-1}
+    inc = Ap * Ps[:, 1:]
+    inc /= Aq[:, 1:]
+    inc *= r * r
+    M = np.zeros((K, S))
+    np.cumsum(inc, axis=-1, out=M[:, 1:])
+    gap = np.concatenate([dx, np.full((*dx.shape[:-1], 1), np.inf)], axis=-1)  # room above V_j in segment j
+    denom = c2 * A - 1.0  # > 0 only where A > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        stat = B / A + np.sqrt(D / (A * A * denom))
-    eta = np.where(denom > 0, stat, upper)
-    eta = np.where(A > 0, eta, upper)  # no mass yet: g(eta) = eta is increasing
-    eta = np.clip(eta, lower, upper)
-    finite = np.isfinite(eta)
-    e = np.where(finite, eta, 0.0)
-    Q = np.maximum(A * e * e - 2.0 * B * e + Cq, 0.0)
-    g = np.where(finite, e - np.sqrt(c2 * Q), -np.inf)
+        u = np.sqrt(M / (Aq * denom))
+    u -= ell  # eta - V_j at the stationary point
+    u = np.where(denom > 0, u, gap)  # no stationary point: g is increasing on the segment
+    np.clip(u, 0.0, gap, out=u)
+    unbounded = np.isinf(u[:, -1])  # only the last segment is unbounded above: there g = -inf
+    u[unbounded, -1] = 0.0
+    g = u + ell
+    g *= g
+    g *= A
+    g += M
+    g *= c2
+    np.sqrt(g, out=g)
+    np.subtract(Vs + u, g, out=g)
+    g[unbounded, -1] = -np.inf
     best = np.argmax(g, axis=-1)
     rows = np.arange(K)
-    sigma, eta_best = g[rows, best] + vmin, eta[rows, best] + vmin
+    Vs = np.broadcast_to(Vs, Ps.shape)
+    sigma, anchor, offset = g[rows, best], Vs[rows, best], u[rows, best]
     # Where the optimal eta lies above every value on the support (always so for small rho), the maximum
     # is sigma = E V - sqrt(rho Var V) at eta = E V + sqrt(Var V / rho). Written directly, it keeps its
     # accuracy when rho is tiny, where c2 A - 1 in the last segment is swamped by rounding in A.
+    last = S - 1 - np.argmax(Ps[:, ::-1] > 0, axis=-1)  # the highest state on the support
     a = A[:, -1]
-    mean = B[:, -1] / a
-    var = np.maximum(np.einsum("ks,ks->k", Ps, (X - mean[:, None]) ** 2) / a, 0.0)
-    vmax = np.where(supp_any, X, -np.inf).max(axis=-1)
+    vmax, below_max = Vs[rows, last], L[rows, last] / a  # below_max = max_supp V - E V >= 0
+    var = M[rows, last] / a
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        eta_top = mean + np.sqrt(var / rho)
-    top = (eta_top >= vmax) | (var == 0.0)
-    sigma[top] = vmin[top] + mean[top] - np.sqrt(rho * var[top])
-    eta_best[top] = vmin[top] + np.where(var[top] == 0.0, mean[top], eta_top[top])
-    return sigma, eta_best
+        above = np.sqrt(var / rho)  # eta_top - E V
+    top = (above >= below_max) | (var == 0.0)
+    sigma[top] = vmax[top] - below_max[top] - np.sqrt(rho * var[top])
+    anchor[top] = vmax[top]
+    offset[top] = np.where(var[top] == 0.0, 0.0, above[top] - below_max[top])
+    return sigma, anchor, offset
 
 
 def chi2_support(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = True) -> np.ndarray:
@@ -427,18 +478,24 @@ def chi2_worst_case(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = 
     P, Vr, shape = _rows(P0, V)
     if rho == 0.0:
         return P.copy().reshape(*shape, P.shape[-1])
-    _, eta = _chi2_solve(P, Vr, rho)
-    Vb = np.broadcast_to(Vr, P.shape)
-    supp = P > 0
-    vmin = np.where(supp, Vb, np.inf).min(axis=-1)
-    # p0 (eta - V)_+ scaled by 1 / (eta - vmin) >= 0, which also covers eta = inf (p* = p0) for tiny rho
-    span = eta - vmin
+    # On a unit range, with values within _MIN_TIE of a row's min merged into its argmin (see _kl_shifted): a
+    # gap of 1e-228 above the min makes E_p0[(eta - V)_+^2] underflow on its segment, which put eta* on that
+    # value, all its mass out of p*, and p* outside the ball. The worst case is invariant under V -> (V - c) / s.
+    _, _, Vn = _unit_range(Vr)
+    Vb = np.broadcast_to(Vn, P.shape)
+    supp, vmin, Vp = _kl_shifted(P, Vb)
+    near = supp & (Vp == 0.0) & (Vb != vmin[:, None])
+    if near.any():
+        Vn = Vb = np.where(near, vmin[:, None], Vb)
+    _, anchor, offset = _chi2_solve(P, Vn, rho)
+    # p0 (eta - V)_+ / (eta - vmin) with eta - V = (anchor - V) + offset: every weight is in [0, p0] and keeps
+    # its relative accuracy; eta = inf (tiny rho) gives p* = p0, and eta = vmin the mass on argmin_supp V
+    span = (anchor - vmin) + offset
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        W = P * np.maximum(1.0 - np.where(supp, Vb - vmin[:, None], 0.0) / span[:, None], 0.0)
-    W = np.where(np.isfinite(W), W, 0.0)
-    tot = W.sum(axis=-1)
+        W = P * np.maximum((anchor[:, None] - Vb) + offset[:, None], 0.0) / span[:, None]
+    W = np.where(np.isinf(offset)[:, None], P, W)
     at_min = np.where(supp & (Vb == vmin[:, None]), P, 0.0)
-    degenerate = (tot <= 1e-300) | ~(span > 0)
+    degenerate = ~(span > 0) | ~np.isfinite(W).all(axis=-1) | (W.sum(axis=-1) <= 0.0)
     W = np.where(degenerate[:, None], at_min, W)
     return (W / W.sum(axis=-1, keepdims=True)).reshape(*shape, P.shape[-1])
 
@@ -823,7 +880,9 @@ def _chi2_shared(kernel: SharedKernel, V: np.ndarray, rho: float) -> np.ndarray:
     vmax = -kernel.support_min(-V)[0]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         top = m1 + np.sqrt(var / rho) >= vmax - V.mean()
-    # var from raw moments loses relative accuracy when it is tiny against m2; such rows take the general path
+    # var from raw moments has an absolute error of a few eps * m2, so rows where var is tiny against m2 (a row
+    # mean far from V.mean() in units of its spread) take the general, cancellation-free path: here var keeps
+    # a relative error below ~1e4 eps, which moves sigma by less than ~1e-12 * sqrt(rho var)
     top &= var >= 1e-4 * m2
     sigma = np.empty(kernel.n_rows)
     sigma[top] = V.mean() + m1[top] - np.sqrt(rho * var[top])

@@ -337,6 +337,139 @@ def test_batched_reset_seed_and_action_checks() -> None:
     assert torch.equal(b.step(stop).state, twin.step(stop).state)
 
 
+# ----- batched collection in training and evaluation ----------------------------------------------
+# One BatchedSMAX step variant (B = 4, reset_chunk 1 as the Trainer builds it, explicit reset seeds) is compiled
+# once per process and shared by the runner and Trainer tests below.
+RUN_B, RUN_LIMIT = 4, 12
+
+
+def run_seed(k: int) -> int:
+    return 1000 + 7 * k
+
+
+@pytest.fixture(scope="module")
+def controller():
+    from drigm.agents import AgentController
+    from drigm.config import AgentConfig
+
+    torch.manual_seed(0)
+    return AgentController(3, 10, 101, AgentConfig(arch="gru", hidden=8, last_action=True))
+
+
+def make_runner(controller, limit: int = RUN_LIMIT):
+    from drigm.runner import BatchedRunner
+
+    return BatchedRunner(SMAXEnv(MAP, episode_limit=limit).batched(RUN_B), controller, torch.device("cpu"))
+
+
+def test_batched_collection_equals_single_env_episodes_in_the_buffer_scheme(controller) -> None:
+    from drigm.buffer import EpisodeBuffer, marl_scheme
+    from drigm.runner import EpisodeRunner
+
+    n = 6  # more episodes than battles: battles 0 and 1 play a second episode from their own seeds
+    got = make_runner(controller).run_episodes(n, run_seed, 0.0, np.random.default_rng(0))
+    single = EpisodeRunner(SMAXEnv(MAP, episode_limit=RUN_LIMIT), controller, torch.device("cpu"))
+    buf = EpisodeBuffer(marl_scheme(3, 10, 101, 96), capacity=n, max_seq_length=RUN_LIMIT + 1)
+    for k, ep in enumerate(got):
+        ref = single.run(run_seed(k), 0.0, np.random.default_rng(0))
+        assert (ep.index, ep.seed, ep.length, ep.truncated) == (k, run_seed(k), ref.length, ref.truncated)
+        assert sorted(ep.data) == sorted(ref.data)
+        for key, x in ref.data.items():
+            assert ep.data[key].shape == x.shape and ep.data[key].dtype == x.dtype, key
+            if x.dtype == np.float32:
+                np.testing.assert_allclose(ep.data[key], x, rtol=1e-5, atol=1e-5, err_msg=key)
+            else:
+                assert np.array_equal(ep.data[key], x), key
+        assert ep.episode_return == pytest.approx(ref.episode_return, abs=1e-5)
+        buf.insert(ep.data, ep.length)  # the buffer accepts every battle as its own episode
+        slot = k % n
+        assert int(buf.lengths[slot]) == ep.length and bool(buf.data["filled"][slot, ep.length - 1])
+        assert not bool(buf.data["filled"][slot, ep.length])
+    assert len(buf) == n
+
+
+def test_batched_collection_is_deterministic_and_its_state_resumes_exactly(controller) -> None:
+    def collect(runner, rng, steps: int) -> list:
+        return [
+            (e.index, e.length, e.won, e.data["actions"].tolist()) for _ in range(steps) for e in runner.step(0.5, rng)
+        ]
+
+    a, b = make_runner(controller, limit=6), make_runner(controller, limit=6)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    a.start(run_seed)
+    b.start(run_seed)
+    assert collect(a, rng_a, 8) == collect(b, rng_b, 8)  # same seeds and exploration stream: same episodes
+    state, rng_state = a.state_dict(), rng_a.bit_generator.state
+    tail = collect(a, rng_a, 9)
+    assert {i for i, *_ in tail} >= {4, 5, 6, 7}, "battles should have finished second episodes"
+    c = make_runner(controller, limit=6)
+    c.load_state_dict(state, run_seed)
+    rng_c = np.random.default_rng()
+    rng_c.bit_generator.state = rng_state
+    assert collect(c, rng_c, 9) == tail
+    with pytest.raises(ValueError, match="obs"):
+        make_runner(controller, limit=5).load_state_dict(state, run_seed)
+
+
+def smax_cfg(tmp_path, name: str, steps: int, **extra):
+    from drigm.config import build_config, deep_merge
+
+    data = {
+        "env": {"name": f"smax:{MAP}", "episode_limit": 10},
+        "n_envs": RUN_B,
+        "steps": steps,
+        "agent": {"arch": "gru", "hidden": 8, "last_action": True},
+        "mixer": {"name": "qmix", "params": {"embed_dim": 8}},
+        "target": {"kind": "exact", "set": "contamination", "rho": 0.008},
+        "learner": {"gamma": 0.99, "batch_size": 2, "buffer_size": 8, "update_every": 8, "target_update_interval": 4},
+        "explore": {"eps_anneal_steps": 40},
+        "eval": {"episodes": 3},
+        "log_interval": 8,
+        "checkpoint_interval": 24,
+        "out": str(tmp_path / name),
+        "tensorboard": False,
+        "progress": False,
+    }
+    return build_config(deep_merge(data, extra))
+
+
+def test_trainer_collects_batched_smax_and_a_killed_run_resumes_exactly(tmp_path) -> None:
+    from drigm.run import Trainer, evaluate_run
+
+    whole = Trainer(smax_cfg(tmp_path, "whole", 88))
+    assert whole.batch_runner is not None and whole.batch_runner.env.batch_size == RUN_B
+    s = whole.train()
+    assert s["t_env"] == 88  # every battle's steps count: 22 batched steps of 4 battles
+    assert s["episodes"] >= 2 * RUN_B and len(whole.buffer) == min(8, s["episodes"]) and s["updates"] >= 4
+    assert 0.0 <= s["eval_win_rate"] <= 1.0
+    part = Trainer(smax_cfg(tmp_path, "part", 48))  # "killed" after its checkpoint at 48 steps ...
+    assert part.train()["t_env"] == 48
+    resumed = Trainer(smax_cfg(tmp_path, "part", 88))  # ... and resumed to the same budget
+    r = resumed.train(resume=True)
+    assert (r["t_env"], r["episodes"], r["updates"]) == (s["t_env"], s["episodes"], s["updates"])
+    for k, v in whole.learner.controller.state_dict().items():
+        assert torch.equal(v, resumed.learner.controller.state_dict()[k]), k
+    for k, v in whole.buffer.data.items():
+        assert torch.equal(v, resumed.buffer.data[k]), k
+    ev = evaluate_run(tmp_path / "whole", 3)
+    assert len(ev["returns"]) == len(ev["won"]) == 3 and ev["win_rate"] == pytest.approx(np.mean(ev["won"]))
+    rows = (tmp_path / "whole" / "progress.csv").read_text()
+    assert "train/win_rate" in rows and "eval/win_rate" in rows
+
+
+def test_n_envs_is_validated_and_refused_on_one_episode_environments(tmp_path) -> None:
+    from drigm.config import ConfigError, build_config
+    from drigm.run import Trainer
+
+    with pytest.raises(ConfigError, match="n_envs=0"):
+        build_config({"env": {"name": f"smax:{MAP}"}, "n_envs": 0})
+    cfg = build_config({"env": {"name": "tabular:robust_vs_nominal"}, "n_envs": 2, "out": str(tmp_path / "t")})
+    with pytest.raises(ConfigError, match="n_envs=2 needs a batched environment"):
+        Trainer(cfg)
+    assert "n_envs" not in build_config({}).to_dict()  # unset: left out of saved configs and sweep config keys
+    assert build_config({"n_envs": 1}).to_dict()["n_envs"] == 1
+
+
 # ----- SMAC ---------------------------------------------------------------------------------------
 def test_smac_without_the_package_raises_install_guidance(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "smac", None)

@@ -374,6 +374,93 @@ def test_evcharging_solver_failure_raises_instead_of_hanging():
     assert "(Pdb)" not in proc.stdout
 
 
+@pytest.fixture(scope="module")
+def jpl_pair() -> tuple[MultiAgentEnv, MultiAgentEnv]:
+    """JPL Summer 2019 (52 stations) unpadded and padded to caltech's 54 agents."""
+    return make_env("evcharging:jpl", episode_limit=90), make_env("evcharging:jpl", episode_limit=90, pad_agents=54)
+
+
+def test_evcharging_padding_shapes_masks_and_empty_station_view(jpl_pair):
+    from gymnasium import spaces
+
+    plain, env = jpl_pair
+    assert (plain.n_agents, plain.obs_dim, plain.state_dim) == (52, 40, 142)
+    assert (env.n_agents, env.n_actions, env.obs_dim, env.state_dim) == (54, 5, 40, 146)
+    assert env.n_stations == len(env.station_ids) == 52 and env.station_ids == plain.station_ids
+    acts = np.zeros((70, 54), dtype=int)
+    acts[:, :52] = 4
+    steps, first = rollout(env, 0, acts)
+    for ts in (first, steps[-1]):
+        check_timestep(env, ts)
+        assert ts.avail_actions[:52].all()
+        np.testing.assert_array_equal(ts.avail_actions[52:], [[True, False, False, False, False]] * 2)
+    ts = steps[-1]
+    busy = ts.state[env.demands_slice] > 0
+    assert busy[:52].any() and not busy[:52].all() and not busy[52:].any()
+    # a phantom sees exactly what an empty real station sees: [time, 0, 0, prev MOER, MOER forecast]
+    empty = int(np.flatnonzero((ts.obs[:52, 1] == 0) & (ts.obs[:52, 2] == 0))[0])
+    np.testing.assert_array_equal(ts.obs[52], ts.obs[empty])
+    np.testing.assert_array_equal(ts.obs[53], ts.obs[empty])
+    assert (ts.obs[52, 1:3] == 0).all()
+    # the state keeps SustainGym's layout, each per-station block padded by empty stations after the real ones
+    layout = env.raw_env.single_env.observation_space
+    raw = spaces.unflatten(layout, np.delete(ts.state, [52, 53, 106, 107]))
+    assert env.demands_slice == slice(0, 54) and list(layout.spaces)[:2] == ["demands", "est_departures"]
+    np.testing.assert_array_equal(ts.state[:52], raw["demands"])
+    np.testing.assert_array_equal(ts.state[54:106], raw["est_departures"])
+    assert (ts.state[[52, 53, 106, 107]] == 0).all() and (raw["est_departures"] != 0).any()
+    for i in range(52):  # the local view of real agents reads their own (unshifted) entries
+        assert ts.obs[i, 1] == raw["est_departures"][i] and ts.obs[i, 2] == raw["demands"][i]
+    with pytest.raises(EnvError, match="action 1 of agent 53 is not available"):
+        env.reset(seed=0)
+        env.step(np.array([0] * 53 + [1]))
+
+
+def test_evcharging_padding_keeps_the_unpadded_reward_and_dynamics(jpl_pair):
+    plain, env = jpl_pair
+    real = random_actions(plain, 90, seed=11)
+    padded = np.concatenate([real, np.zeros((90, 2), dtype=int)], axis=1)
+    a, first_a = rollout(plain, 0, real)
+    b, first_b = rollout(env, 0, padded)
+    assert first_a.info == first_b.info and len(a) == len(b) == 90 and b[-1].truncated
+    drop = [52, 53, 106, 107]  # the phantoms' entries of the padded state
+    np.testing.assert_array_equal(np.delete(first_b.state, drop), first_a.state)
+    for x, y in zip(a, b, strict=True):
+        assert x.reward == y.reward and x.info["reward_breakdown"] == y.info["reward_breakdown"]
+        np.testing.assert_array_equal(np.delete(y.state, drop), x.state)
+        np.testing.assert_array_equal(y.obs[:52], x.obs)
+    assert sum(abs(ts.reward) for ts in a) > 0  # EVs charged, so the equality is not vacuous
+
+
+def test_evcharging_padding_global_view():
+    env = make_env("evcharging:jpl", pad_agents=55, obs_view="global", episode_limit=2)
+    ts = env.reset(seed=1)
+    assert (env.n_agents, env.obs_dim, env.state_dim) == (55, 2 * 55 + 2 + 36, 2 * 55 + 2 + 36)
+    np.testing.assert_array_equal(ts.obs, np.tile(ts.state, (55, 1)))
+    assert env.reset(seed=1).avail_actions[52:, 1:].sum() == 0
+
+
+def test_evcharging_shift_protocol_test_envs_match_training_shapes():
+    """Every test env of the evcharging-shift protocol (the JPL one padded) has the training env's shapes."""
+    from drigm.protocol import load_protocol
+    from drigm.sweep import make_test_env
+
+    proto = load_protocol("evcharging-shift", "smoke")
+    train = make_test_env({"episode_limit": None, "kwargs": {}, **proto.run["env"]})
+
+    def shapes(e: MultiAgentEnv) -> tuple[int, ...]:
+        return (e.n_agents, e.n_actions, e.obs_dim, e.state_dim)
+
+    assert shapes(train) == (54, 5, 40, 146)
+    jpl = [t for t in proto.tests if t.env["name"] == "evcharging:jpl"]
+    assert len(jpl) == 1 and jpl[0].env["kwargs"]["pad_agents"] == 54
+    for test in proto.tests:
+        env = make_test_env(test.env)
+        assert shapes(env) == shapes(train), test.name
+        check_timestep(env, env.reset(seed=0))
+        env.close()
+
+
 @pytest.mark.parametrize(
     ("spec", "kwargs", "match"),
     [
@@ -390,6 +477,9 @@ def test_evcharging_solver_failure_raises_instead_of_hanging():
         ("evcharging", {"traces": "gmm", "use_unclaimed": True}, "real traces only"),
         ("evcharging:jpl", {"site": "jpl"}, "twice"),
         ("evcharging", {"speed": 3}, "unknown evcharging kwargs"),
+        ("evcharging:jpl", {"pad_agents": 50}, "pad_agents=50 is smaller than the 52 stations"),
+        ("evcharging", {"pad_agents": 0}, "pad_agents"),
+        ("evcharging", {"pad_agents": True}, "pad_agents"),
     ],
 )
 def test_evcharging_bad_arguments(spec, kwargs, match):

@@ -7,14 +7,20 @@
 3. Greedy policies of Q*_rob attain V*_rob; no policy beats it.
 4. Classic games and the robust-vs-nominal game (nominal greedy (1,1) at state 0, robust greedy (0,0)).
 5. Validation of policies, kernels and value vectors.
+6. A residual stalled at the floating-point floor stops early (converged=False, honest bound, a warning);
+   ordinary convergence is unchanged.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
+from reference import bellman
 from reference.bellman import (
+    ConvergenceWarning,
     bellman_optimality,
     evaluate_under_kernel,
     greedy_joint_actions,
@@ -305,3 +311,63 @@ def test_kernel_and_value_validation(game: Game) -> None:
         value_iteration(game, make_set("tv", 0.1), tol=0)
     with pytest.raises(RuntimeError, match="did not reach"):
         value_iteration(game, make_set("tv", 0.1), max_iter=3)
+
+
+# ----- 6. a residual stalled at the floating-point floor ---------------------------------------------
+@pytest.fixture(scope="module")
+def stall_game() -> Game:
+    """gamma = 0.99 and values ~9e4: chi2's rounding keeps ||T Q - Q|| near 1.5e-11 to 3e-11 (about one ulp of
+    max |Q|), above the 1.01e-12 that tol = 1e-10 needs."""
+    return random_game(6, (2, 2), seed=1, gamma=0.99, reward_range=(0.0, 1e3))
+
+
+def test_value_iteration_stops_at_a_stalled_residual_with_an_honest_bound(
+    stall_game: Game, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uset, tol, g = make_set("chi2", 0.3), 1e-10, stall_game.gamma
+    with pytest.warns(ConvergenceWarning, match=r"stalled at residual \S+ after \d+ sweeps.*tol=1e-10"):
+        res = value_iteration(stall_game, uset, tol=tol)
+    target = tol * (1 - g) / g
+    assert not res.converged and res.residual > target  # the old loop could only have ended at max_iter (1e6)
+    assert res.iterations < 6000  # ~3200 sweeps to the floor plus one stall window (459 sweeps at gamma 0.99)
+    assert res.error_bound == g * res.residual / (1 - g) and res.error_bound > tol
+    assert res.residual <= 4096 * np.finfo(float).eps * np.abs(res.Q).max()
+    # the bound is honest: a looser, converged solve is within both certified bounds of it
+    loose = value_iteration(stall_game, uset, tol=1e-6)
+    assert loose.converged and np.abs(loose.Q - res.Q).max() <= loose.error_bound + res.error_bound
+    # without the stall detection the same start runs to max_iter, as every robust solve here did before
+    monkeypatch.setattr(bellman._StallMonitor, "stalled", lambda self, it, r, values: False)
+    with pytest.raises(RuntimeError, match="did not reach tol=1e-10 in 2000 iterations"):
+        value_iteration(stall_game, uset, tol=tol, max_iter=2000, Q0=res.Q)
+
+
+@pytest.mark.parametrize(("name", "rho"), [("tv", 0.2), ("kl", 0.1), ("chi2", 0.5)])
+def test_ordinary_convergence_is_unchanged(game: Game, name: str, rho: float) -> None:
+    """Same sweeps and the same Q as the plain loop 'stop once ||T Q - Q|| <= tol (1 - gamma) / gamma'; no warning."""
+    uset, tol, g = make_set(name, rho), 1e-12, game.gamma
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = value_iteration(game, uset, tol=tol)
+    Q, sweeps = np.zeros((game.n_states, game.n_joint)), 0
+    while True:
+        TQ = bellman_optimality(game, uset, Q)
+        r = float(np.max(np.abs(TQ - Q)))
+        Q, sweeps = TQ, sweeps + 1
+        if r <= tol * (1 - g) / g:
+            break
+    assert res.converged and res.iterations == sweeps and res.residual == r
+    np.testing.assert_array_equal(res.Q.reshape(Q.shape), Q)
+
+
+def test_stall_monitor_needs_a_full_window_at_the_floor() -> None:
+    """It never fires while the residual halves, nor on a flat residual above the floor (a real failure)."""
+    mon = bellman._StallMonitor(0.99)
+    assert mon.window == 459  # 0.99^459 <= 1/100
+    values = np.full(3, 100.0)
+    assert not any(mon.stalled(it, 0.5 ** (it // 60), values) for it in range(1, 5000))  # halves every 60
+    flat_high = bellman._StallMonitor(0.99)
+    assert not any(flat_high.stalled(it, 1e-6, values) for it in range(1, 2000))
+    flat_low = bellman._StallMonitor(0.99)
+    hits = [it for it in range(1, 2000) if flat_low.stalled(it, 1e-12, values)]
+    assert hits and hits[0] == 1 + 459
+    assert bellman._StallMonitor(0.5).window == 20 and bellman._StallMonitor(0.0).window == 20

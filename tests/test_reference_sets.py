@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from reference.sets import (
     SharedKernel,
     UncertaintySetError,
     check_rho,
+    chi2_support,
     divergence,
     make_set,
     primal_support,
@@ -472,3 +474,192 @@ def test_kl_tiny_spread_value_is_finite_and_consistent(rho: float) -> None:
     assert V.min() - 1e-190 <= general <= float(P0[0] @ V) + 1e-190
     assert abs(general - shared) <= 1e-190
     assert np.all(np.isfinite(u.worst_case(P0, V)))
+
+
+# ----- 7. chi2 precision with tiny masses in p0 ----------------------------------------------------
+def _chi2_sigma_decimal(p0: np.ndarray, V: np.ndarray, rho: float) -> Decimal:
+    """sup_eta eta - sqrt(1+rho) sqrt(E_p0[(eta - V)_+^2]) in 60-digit decimal arithmetic, by ternary search on
+    the concave dual: independent of the segment formulas, exact to far below float64 rounding."""
+    p = [Decimal(float(x)) for x in p0]
+    v = [Decimal(float(x)) for x in V]
+    with localcontext() as ctx:
+        ctx.prec = 60
+        c = (1 + Decimal(float(rho))).sqrt()
+        on_supp = [vi for pi, vi in zip(p, v, strict=True) if pi > 0]
+        lo, spread = min(on_supp), max(on_supp) - min(on_supp)
+        hi = max(on_supp) + (spread + 1) * (1 + (1 / Decimal(float(rho))).sqrt())  # eta* <= E V + sqrt(Var / rho)
+
+        def g(eta: Decimal) -> Decimal:
+            return eta - c * sum((pi * max(eta - vi, Decimal(0)) ** 2 for pi, vi in zip(p, v, strict=True))).sqrt()
+
+        for _ in range(300):  # (2/3)^300 ~ 1e-53 of the bracket
+            a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+            if g(a) < g(b):
+                lo = a
+            else:
+                hi = b
+        return g((lo + hi) / 2)
+
+
+def test_chi2_worst_case_with_masses_near_1e12_stays_in_the_ball() -> None:
+    """Regression: the raw-moment variance A C - B^2 lost half the digits here, so the worst case had D = 50.0011."""
+    p0 = np.array([1 - 2e-12, 1e-12, 1e-12])
+    V = np.array([0.25, 0.0, 0.5])
+    rho = 50.0
+    uset = make_set("chi2", rho)
+    p = uset.worst_case(p0, V)
+    assert np.all(p >= 0) and abs(p.sum() - 1.0) <= 1e-12
+    assert divergence("chi2", p, p0) <= rho * (1 + 1e-9)
+    exact = _chi2_sigma_decimal(p0, V, rho)
+    sigma = float(uset.support(p0, V))
+    shared = float(uset.support_shared(SharedKernel(p0[None]), V)[0])
+    # sigma ~ 0.25, whose float64 spacing is 5.6e-17: 1e-15 allows a few roundings and no lost digits (the
+    # old formula was off by 2e-11 here)
+    for value in (sigma, shared, float(p @ V)):
+        assert abs(Decimal(value) - exact) <= Decimal("1e-15"), (value, exact)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chi2_matches_a_60_digit_dual_with_tiny_masses(seed: int) -> None:
+    """Masses from 1e-13 to 1e-8 next to a heavy state: the support function keeps every digit it can."""
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        S = int(rng.integers(2, 7))
+        p0 = 10.0 ** rng.uniform(-13, -8, S) * rng.integers(0, 3, S)
+        heavy = int(rng.integers(S))
+        p0[heavy] = 0.0
+        p0[heavy] = 1.0 - p0.sum()
+        V = rng.choice([0.0, 0.25, 0.5, 1.0, -3.0, float(rng.normal() * 5)], S)
+        rho = float(rng.choice([1e-3, 0.1, 1.0, 50.0, 1e3, 1e6]))
+        exact = _chi2_sigma_decimal(p0, V, rho)
+        uset = make_set("chi2", rho)
+        p = uset.worst_case(p0, V)
+        tol = Decimal(1e-14 * (1 + np.abs(V).max()))  # ~50 roundings of the largest value; the old form was 1e-8 off
+        for value in (float(uset.support(p0, V)), float(uset.support_shared(SharedKernel(p0[None]), V)[0])):
+            assert abs(Decimal(value) - exact) <= tol, (p0, V, rho, value, exact)
+        assert divergence("chi2", p, p0) <= rho * (1 + 1e-9), (p0, V, rho)
+        assert abs(p.sum() - 1.0) <= 1e-12 and float(p @ V) == pytest.approx(float(exact), rel=0, abs=float(tol))
+
+
+@pytest.mark.parametrize("rho", [1e-3, 1.0, 50.0, 1e3, 1e6])
+def test_chi2_is_one_lipschitz_at_rounding_level_with_masses_near_1e9(rho: float) -> None:
+    """sigma is monotone and translation-equivariant, so |sigma(V + d) - sigma(V)| <= max |d|; a 1e-12 move of one
+    value may move sigma by 1e-12 plus a few roundings of O(1) numbers (the old form jumped by ~4e-9)."""
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        S = int(rng.integers(2, 6))
+        p0 = 1e-9 * rng.integers(1, 3, S).astype(float)
+        heavy = int(rng.integers(S))
+        p0[heavy] = 0.0
+        p0[heavy] = 1.0 - p0.sum()
+        V = rng.choice([0.0, 0.25, 0.5, 1.0, float(rng.random())], S)
+        kernel = SharedKernel(p0[None])
+        base = (float(chi2_support(p0, V, rho)), float(support_shared("chi2", kernel, V, rho)[0]))
+        for k in range(S):
+            W = V.copy()
+            W[k] += 1e-12
+            moved = (float(chi2_support(p0, W, rho)), float(support_shared("chi2", kernel, W, rho)[0]))
+            for before, after in zip(base, moved, strict=True):
+                assert -1e-15 <= after - before <= 1e-12 + 1e-14, (p0, V, rho, k)
+
+
+# ----- 8. kl worst case with values within rounding of the minimum ---------------------------------
+def _check_kl_worst_case(p0: np.ndarray, V: np.ndarray, rho: float, p: np.ndarray, sigma: float) -> None:
+    """p is a probability vector, p << p0, KL(p || p0) <= rho and p.V = sigma.
+
+    KL slack: 1e-9 relative, plus 1e-15 absolute because KL of a rounded p cannot be evaluated more finely (each
+    p_i carries a relative rounding of eps, which moves sum p log(p / p0) by ~eps; p = p0 gives KL ~ 2e-16).
+    p.V: 1e-12 (1 + max |V|), a few hundred roundings of O(max |V|) numbers; merging values within 4 ulps of the
+    unit range into the argmin moves sigma by <= 1e-15 (max V - min V).
+    """
+    assert np.all(p >= 0) and abs(p.sum() - 1.0) <= 1e-12, (p0, V, rho, p)
+    assert np.all(p[p0 == 0] == 0), (p0, V, rho, p)
+    kl = divergence("kl", p, p0)
+    assert kl <= rho * (1 + 1e-9) + 1e-15, (p0, V, rho, p, kl)
+    assert abs(float(p @ V) - sigma) <= 1e-12 * (1 + np.abs(V).max()), (p0, V, rho, float(p @ V), sigma)
+
+
+def test_kl_worst_case_with_a_1e_228_gap_above_the_min_stays_in_the_ball() -> None:
+    """Regression (Hypothesis): the mass at V = 8.08e-228 is a tie with the min up to rounding, but the dual
+    solver chased t ~ 1e227 to separate it (t^2 Var = inf * 0), stopped short, and the worst case had KL = 0.345."""
+    p0 = np.array([0.2, 0.2, 0.4, 0.2])
+    V = np.array([0.0, 0.0, 8.08e-228, 1.0])
+    rho = 0.3
+    uset = make_set("kl", rho)
+    sigma = float(uset.support(p0, V))
+    p = uset.worst_case(p0, V)
+    _check_kl_worst_case(p0, V, rho, p, sigma)
+    assert abs(sigma) <= 1e-227  # the true value is ~2.4e-228
+    assert abs(float(support_shared("kl", SharedKernel(p0[None]), V, rho)[0]) - sigma) <= 1e-227
+    # the same on a translated and scaled V, and as rows of a kernel
+    P = np.stack([p0, p0[::-1], np.array([0.5, 0.0, 0.5, 0.0])])
+    W = 3.0 - 7.0 * V
+    ps = uset.worst_case(P, W)
+    sig = uset.support(P, W)
+    for k in range(P.shape[0]):
+        _check_kl_worst_case(P[k], W, rho, ps[k], float(sig[k]))
+
+
+_TINY_GAPS = (1e-300, 1e-228, 1e-100, 1e-17, 3e-16, 1e-15, 1e-13, 1e-10)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kl_worst_case_with_tiny_gaps_above_exact_minima(seed: int) -> None:
+    """Tiny positive values next to exact minima, with rho below, near and above -log p0(argmin) (of the exact min
+    and of the min with its tiny neighbours); each case alone and all of them as rows of one batched call."""
+    rng = np.random.default_rng(100 + seed)
+    S = 4 + seed  # one S per seed, so that the cases stack into one batched call
+    cases = []
+    for _ in range(40):
+        p0 = rng.dirichlet(np.ones(S)) * (rng.random(S) < 0.8)
+        p0[int(rng.integers(S))] += 0.05
+        p0 = p0 / p0.sum()
+        V = rng.choice([0.0, 0.0, 1.0, float(rng.random())], S)
+        tiny = rng.random(S) < 0.4
+        V[tiny] = rng.choice(_TINY_GAPS, int(tiny.sum()))
+        if rng.random() < 0.5:
+            V = float(rng.normal() * 5) + float(10.0 ** rng.uniform(-2, 2)) * V
+        supp = p0 > 0
+        vmin = V[supp].min()
+        near = V - vmin <= 1e-9 * np.ptp(V)  # the min with its tiny neighbours
+        caps = [-math.log(p0[supp & (vmin >= V)].sum()), -math.log(p0[supp & near].sum())]
+        cap = max(float(rng.choice(caps)), 0.0)  # -log(sum) rounds to -1e-16 when all mass is at the min
+        for rho in (0.3 * cap, cap * (1 - 1e-7), cap, cap * (1 + 1e-7), 2.0 * cap + 0.1, float(rng.uniform(0.01, 3))):
+            cases.append((p0, V, rho))
+    for p0, V, rho in cases:
+        uset = make_set("kl", rho)
+        _check_kl_worst_case(p0, V, rho, uset.worst_case(p0, V), float(uset.support(p0, V)))
+    rho = 0.3
+    P = np.stack([c[0] for c in cases])
+    Vs = np.stack([c[1] for c in cases])
+    ps, sig = sets.kl_worst_case(P, Vs, rho), sets.kl_support(P, Vs, rho)
+    for k in range(P.shape[0]):
+        _check_kl_worst_case(P[k], Vs[k], rho, ps[k], float(sig[k]))
+
+
+@pytest.mark.parametrize("gap", [1e-300, 1e-228, 1e-17, 1e-14])
+def test_kl_with_tiny_gaps_matches_cvxpy(gap: float) -> None:
+    """sigma and the worst case's p.V against the cvxpy primal, with rho on both sides of -log p0(argmin)."""
+    p0 = np.array([0.2, 0.2, 0.4, 0.2])
+    V = np.array([0.0, 0.0, gap, 1.0])
+    for rho in (0.1, 0.3, 1.0):
+        uset = make_set("kl", rho)
+        value, _ = primal_support("kl", p0, V, rho)
+        sigma = float(uset.support(p0, V))
+        p = uset.worst_case(p0, V)
+        _check_kl_worst_case(p0, V, rho, p, sigma)
+        assert sigma == pytest.approx(value, abs=CVX_TOL)
+        assert float(p @ V) == pytest.approx(value, abs=CVX_TOL)
+
+
+def test_chi2_worst_case_with_a_1e_228_gap_above_the_min_stays_in_the_ball() -> None:
+    """Regression (proofs_check, shrunk): E_p0[(eta - V)_+^2] underflowed on the segment above V = 8.08e-228, so
+    eta* sat on that value, its mass left p*, and p* = (.5, .5, 0, 0) had D = 1.5 > rho = 0.3."""
+    p0 = np.array([0.2, 0.2, 0.2, 0.4])
+    V = np.array([0.0, 0.0, 1.0, 8.077490469644974e-228])
+    rho = 0.3
+    uset = make_set("chi2", rho)
+    p = uset.worst_case(p0, V)
+    assert np.all(p >= 0) and abs(p.sum() - 1.0) <= 1e-12
+    assert divergence("chi2", p, p0) <= rho * (1 + 1e-9)
+    assert abs(float(p @ V) - float(uset.support(p0, V))) <= 1e-227

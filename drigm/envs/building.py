@@ -36,15 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from drigm.envs.base import EnvError, MultiAgentEnv, TimeStep
+from drigm.envs.base import EnvError, TimeStep
 from drigm.envs.sustaingym_common import (
+    SustainGymAdapter,
     check_choice,
     check_episode_limit,
+    check_factory_kwargs,
     check_int,
     parse_days,
     quiet,
-    resolve_seed,
-    validate_actions,
 )
 
 with quiet():
@@ -111,7 +111,7 @@ def _check_ac_map(ac_map: Any) -> tuple[np.ndarray | int, bool]:
     return arr.astype(np.float64), bool(arr.all())
 
 
-class BuildingAdapter(MultiAgentEnv):
+class BuildingAdapter(SustainGymAdapter):
     """SustainGym's multi-agent building env as a MultiAgentEnv; deterministic given the seed (the day)."""
 
     def __init__(
@@ -141,7 +141,7 @@ class BuildingAdapter(MultiAgentEnv):
         check_choice("location", location, tuple(GROUND_TEMP))
         self._levels = power_levels(n_levels)
         self._obs_view = check_choice("obs_view", obs_view, OBS_VIEWS)
-        self._limit = check_episode_limit(episode_limit, STEPS_PER_DAY)
+        limit = check_episode_limit(episode_limit, STEPS_PER_DAY)
         self._days = parse_days(days, DAYS_PER_YEAR, "days of the year")
         ac, all_ac = _check_ac_map(ac_map)
         extra = dict(generator_kwargs or {})
@@ -176,20 +176,10 @@ class BuildingAdapter(MultiAgentEnv):
             self._obs_idx = np.stack([np.concatenate(([z], tail)) for z in self._zone_ids])
         else:
             self._obs_idx = np.tile(np.arange(n + 4), (len(self._zone_ids), 1))
-        self._avail = np.ones((len(self._zone_ids), len(self._levels)), dtype=bool)
-        self._entropy = np.random.default_rng()
-        self._t: int | None = None
         self._day = -1
+        super().__init__(limit, np.ones((len(self._zone_ids), len(self._levels)), dtype=bool))
 
     # ----- shapes and facts -----------------------------------------------------------------------
-    @property
-    def n_agents(self) -> int:
-        return len(self._zone_ids)
-
-    @property
-    def n_actions(self) -> int:
-        return len(self._levels)
-
     @property
     def obs_dim(self) -> int:
         return self._obs_idx.shape[1]
@@ -197,10 +187,6 @@ class BuildingAdapter(MultiAgentEnv):
     @property
     def state_dim(self) -> int:
         return self._n_zones + 4
-
-    @property
-    def episode_limit(self) -> int:
-        return self._limit
 
     @property
     def zone_ids(self) -> tuple[int, ...]:
@@ -232,45 +218,32 @@ class BuildingAdapter(MultiAgentEnv):
         return self._days[check_int("seed", seed, 0) % len(self._days)]
 
     # ----- dynamics -------------------------------------------------------------------------------
-    def _timestep(self, reward: float, truncated: bool, info: dict[str, Any]) -> TimeStep:
+    def _state_timestep(self, reward: float, truncated: bool, info: dict[str, Any]) -> TimeStep:
         # SustainGym reuses its state array in the next step: hand out a copy
         g = self._env.state().astype(np.float32)
-        return TimeStep(g[self._obs_idx], g, self._avail.copy(), reward, False, truncated, info)
+        return self._timestep(g[self._obs_idx], g, reward, False, truncated, info)
 
     def reset(self, seed: int | None = None) -> TimeStep:
-        s = resolve_seed(seed, self._entropy)
+        s = self._begin_reset(seed)
         self._day = self._days[s % len(self._days)]
         self._env.reset(seed=self._day)
-        self._t = 0
+        self._end_reset()
         info = {"seed": s, "day": self._day, "start_step": int(self._env.single_env.epoch)}
-        return self._timestep(0.0, False, info)
+        return self._state_timestep(0.0, False, info)
 
     def step(self, actions: np.ndarray) -> TimeStep:
-        t = self._t
-        if t is None:
-            raise EnvError("call reset() before step()")
-        if t >= self._limit:
-            raise EnvError(f"step() called after the episode ended at episode_limit={self._limit}; call reset()")
-        a = validate_actions(self, actions, self._avail, all_available=True)
+        t, a = self._begin_step(actions)
         # MultiAgentBuildingEnv.step reads actions[i] by POSITION i of its agent list (then writes zone
         # agents[i]), not by agent id: a positional list in zone_ids order is what it consumes correctly.
         _, rewards, _, _, infos = self._env.step(self._action_values[a].tolist())
-        self._t = t = t + 1
+        truncated = self._end_step(t, terminated=False)  # the day's end is a time limit, never a termination
         first = self._zone_ids[0]
-        info = {"day": self._day, "t": t, "reward_breakdown": dict(infos[first]["reward_breakdown"])}
-        return self._timestep(float(rewards[first]), t >= self._limit, info)
-
-    def close(self) -> None:
-        self._env.close()
+        info = {"day": self._day, "t": t + 1, "reward_breakdown": dict(infos[first]["reward_breakdown"])}
+        return self._state_timestep(float(rewards[first]), truncated, info)
 
 
 def make_building_env(arg: str | None = None, **kwargs: Any) -> BuildingAdapter:
     """Registry factory: ``building`` (Tucson) or ``building:CLIMATE``; kwargs as :class:`BuildingAdapter`."""
-    if arg is not None and "climate" in kwargs:
-        raise EnvError("the climate is given twice: in the spec 'building:CLIMATE' and as climate=")
-    allowed = set(inspect.signature(BuildingAdapter).parameters)
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise EnvError(f"unknown building kwargs {unknown}; valid: {', '.join(sorted(allowed))}")
+    check_factory_kwargs("building", BuildingAdapter, arg, "climate", kwargs)
     climate = kwargs.pop("climate", arg or None)
     return BuildingAdapter(climate, **kwargs)

@@ -34,27 +34,26 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import inspect
 import itertools
 import os
 import pickle
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from drigm.envs.base import EnvError, MultiAgentEnv, TimeStep
+from drigm.envs.base import EnvError, TimeStep
 from drigm.envs.sustaingym_common import (
+    SustainGymAdapter,
     cache_dir,
     check_episode_limit,
+    check_factory_kwargs,
     check_float,
     check_int,
+    no_warnings,
     parse_days,
     quiet,
-    resolve_seed,
-    validate_actions,
 )
 
 with quiet():
@@ -143,7 +142,7 @@ def _grid_values(space: spaces.Space, n: int | Sequence[int]) -> list[Any]:
     return [np.int64(v) for v in values]
 
 
-class CogenAdapter(MultiAgentEnv):
+class CogenAdapter(SustainGymAdapter):
     """SustainGym's multi-agent cogeneration env as a MultiAgentEnv; deterministic given the seed."""
 
     def __init__(
@@ -179,7 +178,7 @@ class CogenAdapter(MultiAgentEnv):
         bay_list = tuple(check_int("bays[]", b, 1, 12) for b in bays)
         if len(set(bay_list)) != len(bay_list):
             raise EnvError(f"bays={bays!r} has duplicates")
-        self._limit = check_episode_limit(episode_limit, STEPS_PER_DAY)
+        limit = check_episode_limit(episode_limit, STEPS_PER_DAY)
         ambients = ambient_days(mag)
         with _ambients_patched(ambients), quiet():
             self._env = MultiAgentCogenEnv(
@@ -220,26 +219,15 @@ class CogenAdapter(MultiAgentEnv):
             values = [_grid_values(space[key], counts[key]) for key in order]
             self._grids.append([dict(zip(order, combo, strict=True)) for combo in itertools.product(*values)])
             self._factors[agent] = [(key, len(v)) for key, v in zip(order, values, strict=True)]
-        self._n_actions = max(len(g) for g in self._grids)
-        self._avail = np.zeros((len(AGENTS), self._n_actions), dtype=bool)
+        avail = np.zeros((len(AGENTS), max(len(g) for g in self._grids)), dtype=bool)
         for i, grid in enumerate(self._grids):
-            self._avail[i, : len(grid)] = True
-        self._all_available = bool(self._avail.all())
+            avail[i, : len(grid)] = True
         self._obs_space = self._single.observation_space
         self._state_dim = int(spaces.flatdim(self._obs_space))
-        self._entropy = np.random.default_rng()
-        self._t: int | None = None
         self._day = -1
+        super().__init__(limit, avail)
 
     # ----- shapes and facts -----------------------------------------------------------------------
-    @property
-    def n_agents(self) -> int:
-        return len(AGENTS)
-
-    @property
-    def n_actions(self) -> int:
-        return self._n_actions
-
     @property
     def obs_dim(self) -> int:
         return self._state_dim
@@ -247,10 +235,6 @@ class CogenAdapter(MultiAgentEnv):
     @property
     def state_dim(self) -> int:
         return self._state_dim
-
-    @property
-    def episode_limit(self) -> int:
-        return self._limit
 
     @property
     def agent_ids(self) -> tuple[str, ...]:
@@ -282,62 +266,38 @@ class CogenAdapter(MultiAgentEnv):
         return self._days[check_int("seed", seed, 0) % len(self._days)]
 
     # ----- dynamics -------------------------------------------------------------------------------
-    def _timestep(self, flat: np.ndarray, reward: float, terminated: bool, truncated: bool, info: dict) -> TimeStep:
+    def _flat_timestep(
+        self, flat: np.ndarray, reward: float, terminated: bool, truncated: bool, info: dict
+    ) -> TimeStep:
         g = np.asarray(flat, dtype=np.float32)
-        return TimeStep(
-            obs=np.tile(g, (len(AGENTS), 1)),
-            state=g,
-            avail_actions=self._avail.copy(),
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            info=info,
-        )
+        return self._timestep(np.tile(g, (len(AGENTS), 1)), g, reward, terminated, truncated, info)
 
     def reset(self, seed: int | None = None) -> TimeStep:
-        s = resolve_seed(seed, self._entropy)
+        s = self._begin_reset(seed)
         L = len(self._days)
         self._day = self._days[s % L]
         sg_seed = self._day + self._n_days * (s // L)  # SustainGym plays day sg_seed % n_days
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             obss, _ = self._env.reset(seed=sg_seed)
         assert self._single.current_day == self._day
-        self._t = 0
-        return self._timestep(obss[AGENTS[0]], 0.0, False, False, {"seed": s, "day": self._day})
+        self._end_reset()
+        return self._flat_timestep(obss[AGENTS[0]], 0.0, False, False, {"seed": s, "day": self._day})
 
     def step(self, actions: np.ndarray) -> TimeStep:
-        if self._t is None:
-            raise EnvError("call reset() before step()")
-        if self._t >= self._limit:
-            raise EnvError(f"step() called after the episode ended at episode_limit={self._limit}; call reset()")
-        a = validate_actions(self, actions, self._avail, self._all_available)
+        t, a = self._begin_step(actions)
         acts = {agent: dict(self._grids[i][int(a[i])]) for i, agent in enumerate(AGENTS)}
-        t, self._t = self._t, None  # stays None if SustainGym raises mid-step
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             obss, rewards, terminateds, _, _ = self._env.step(acts)
-        self._t = t + 1
         terminated = bool(terminateds[AGENTS[0]])
-        if terminated:
-            self._t = self._limit
+        truncated = self._end_step(t, terminated)
         agent_rewards = np.array([float(rewards[agent]) for agent in AGENTS])
         info = {"day": self._day, "t": t + 1, "agent_rewards": agent_rewards}
-        truncated = not terminated and self._t >= self._limit
-        return self._timestep(obss[AGENTS[0]], float(agent_rewards.sum()), terminated, truncated, info)
-
-    def close(self) -> None:
-        self._env.close()
+        return self._flat_timestep(obss[AGENTS[0]], float(agent_rewards.sum()), terminated, truncated, info)
 
 
 def make_cogen_env(arg: str | None = None, **kwargs: Any) -> CogenAdapter:
     """Registry factory: ``cogen`` (0 MW of wind) or ``cogen:MW``; kwargs as :class:`CogenAdapter`."""
-    if arg is not None and "renewables_magnitude" in kwargs:
-        raise EnvError("renewables_magnitude is given twice: in the spec 'cogen:MW' and as a kwarg")
-    allowed = set(inspect.signature(CogenAdapter).parameters)
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise EnvError(f"unknown cogen kwargs {unknown}; valid: {', '.join(sorted(allowed))}")
+    check_factory_kwargs("cogen", CogenAdapter, arg, "renewables_magnitude", kwargs)
     if arg is not None:
         try:
             kwargs["renewables_magnitude"] = float(arg)

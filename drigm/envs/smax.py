@@ -351,14 +351,20 @@ class _SMAXCore:
         )
         return {"env": s2, "key": k_next}, out, k_reset
 
-    def step_batch(self, carry: dict, actions: jax.Array, params: dict, reset_chunk: int) -> tuple[dict, dict]:
+    def step_batch(
+        self, carry: dict, actions: jax.Array, params: dict, reset_chunk: int, reset_seeds: jax.Array | None = None
+    ) -> tuple[dict, dict]:
         """:meth:`step` on a batch, then :meth:`reset` of exactly the ended battles, `reset_chunk` at a time.
 
         The resets run in a ``lax.while_loop`` over the ended battles (gathered with ``jnp.nonzero``), so a
         step in which no battle ended costs no reset work and one in which m ended costs ceil(m / chunk)
-        vmapped resets of `reset_chunk` battles, instead of a reset of all B battles every step.
+        vmapped resets of `reset_chunk` battles, instead of a reset of all B battles every step. An ended
+        battle b restarts from its key stream, or from ``PRNGKey(reset_seeds[b])`` when `reset_seeds` (B,)
+        uint32 is given (a trace-time choice: the two variants compile separately).
         """
         carry2, out, k_reset = jax.vmap(self.step, in_axes=(0, 0, None))(carry, actions, params)
+        if reset_seeds is not None:
+            k_reset = jax.vmap(jax.random.PRNGKey)(reset_seeds).astype(k_reset.dtype)
         B = actions.shape[0]
         done = out["terminated"] | out["truncated"]
         names = ("obs", "state", "avail_actions")
@@ -415,7 +421,9 @@ class _SMAXCore:
         carry["avail"] = obs["avail_actions"]
         return carry_l.pack(carry), out_l.pack(out)
 
-    def step_packed(self, carry_bufs: tuple, actions: jax.Array, params: dict, reset_chunk: int) -> tuple[tuple, tuple]:
+    def step_packed(
+        self, carry_bufs: tuple, actions: jax.Array, params: dict, reset_chunk: int, reset_seeds: Any = None
+    ) -> tuple[tuple, tuple]:
         """:meth:`step_batch` on a packed carry; outputs add ``invalid`` (B, N): out of range or unavailable."""
         carry_l, out_l = self.layouts()
         carry = carry_l.unpack(carry_bufs)
@@ -423,7 +431,7 @@ class _SMAXCore:
         A = self.n_actions
         in_range = (actions >= 0) & (actions < A)
         avail_ok = jnp.take_along_axis(prev_avail, jnp.clip(actions, 0, A - 1)[..., None], axis=-1)[..., 0]
-        carry2, out = self.step_batch(carry, actions, params, reset_chunk)
+        carry2, out = self.step_batch(carry, actions, params, reset_chunk, reset_seeds)
         out["invalid"] = ~(in_range & avail_ok)
         carry2["avail"] = out["avail_actions"]
         return carry_l.pack(carry2), out_l.pack(out)
@@ -485,6 +493,7 @@ class SMAXEnv(MultiAgentEnv):
         smax_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.perturbation = perturbation or SMAXPerturbation()
+        self._smax_kwargs = dict(smax_kwargs or {})
         self._core, self._limit = _resolve_config(map_name, episode_limit, self.perturbation, smax_kwargs)
         self._params = jax.device_put(self._core.params(self.perturbation, self._limit))
         self._carry: dict | None = None
@@ -526,6 +535,17 @@ class SMAXEnv(MultiAgentEnv):
     def enemy_position_indices(self) -> np.ndarray:
         """(n_enemies, 2) indices of enemy k's relative (x, y) in an agent's observation vector."""
         return self._core.enemy_pos_idx.copy()
+
+    def batched(self, batch_size: int, reset_chunk: int | None = None) -> BatchedSMAX:
+        """A :class:`BatchedSMAX` of `batch_size` battles with this env's map, limit, perturbation and kwargs."""
+        return BatchedSMAX(
+            self.map_name,
+            batch_size,
+            episode_limit=self._limit,
+            perturbation=self.perturbation,
+            smax_kwargs=self._smax_kwargs,
+            reset_chunk=reset_chunk,
+        )
 
     def reset(self, seed: int | None = None) -> TimeStep:
         if seed is not None:
@@ -665,10 +685,22 @@ class BatchedSMAX:
         self._carry, out = self._core._j_reset_packed(keys, self._params)
         return self._to_torch(self._unpack(out))
 
-    def step(self, actions: Any) -> BatchedStep:
-        """Apply one joint action per battle ((B, N) ints: torch, numpy or jax) and auto-reset ended battles."""
+    def step(self, actions: Any, reset_seeds: Any = None) -> BatchedStep:
+        """Apply one joint action per battle ((B, N) ints: torch, numpy or jax) and auto-reset ended battles.
+
+        With `reset_seeds` ((B,) integers in [0, 2**32)), a battle that ends restarts as ``reset(seeds=...)``
+        would start it from ``reset_seeds[b]`` (entries of battles that do not end are ignored).
+        """
         if self._carry is None:
             raise EnvError("step() called before reset()")
+        seeds = None
+        if reset_seeds is not None:
+            r = np.asarray(reset_seeds)
+            if r.shape != (self.batch_size,) or not np.issubdtype(r.dtype, np.integer):
+                raise EnvError(f"reset_seeds must be ({self.batch_size},) integers; got {r.dtype} {r.shape}")
+            if r.size and (r.min() < 0 or r.max() >= 2**32):
+                raise EnvError(f"reset_seeds must lie in [0, 2**32); got range [{r.min()}, {r.max()}]")
+            seeds = r.astype(np.uint32)
         if isinstance(actions, torch.Tensor):
             actions = actions.detach().cpu().numpy()
         a = np.asarray(actions)
@@ -678,7 +710,7 @@ class BatchedSMAX:
             )
         if not np.issubdtype(a.dtype, np.integer):
             raise EnvError(f"actions must be integers; got dtype {a.dtype}")
-        carry, out = self._core._j_step_packed(self._carry, a.astype(np.int32), self._params, self.reset_chunk)
+        carry, out = self._core._j_step_packed(self._carry, a.astype(np.int32), self._params, self.reset_chunk, seeds)
         fields_ = self._unpack(out)
         if self.check_actions and fields_["invalid"].any():  # the step is discarded: the battles stay as they were
             b, i = np.argwhere(fields_["invalid"])[0]
@@ -687,6 +719,31 @@ class BatchedSMAX:
             raise EnvError(f"action {a[b, i]} of agent {i} in battle {b} is outside the range [0, {self.n_actions})")
         self._carry = carry
         return self._to_torch(fields_)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The battles' state (packed carry as torch tensor copies; None before reset), for checkpoints."""
+        carry = None if self._carry is None else [torch.from_numpy(np.array(x)) for x in self._carry]
+        return {"batch_size": self.batch_size, "carry": carry}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (EnvError when the batch size or buffer shapes differ); steps continue exactly."""
+        if state.get("batch_size") != self.batch_size:
+            raise EnvError(
+                f"saved batch_size={state.get('batch_size')!r} differs from this batch_size={self.batch_size}"
+            )
+        carry = state.get("carry")
+        if carry is None:
+            self._carry = None
+            return
+        layout = self._core.layouts()[0]
+        want = [
+            (self.batch_size, sum(b - a for g2, a, b, _ in layout.slots if g2 == g)) for g in range(len(layout.dtypes))
+        ]
+        arrays = [x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in carry]
+        got = [tuple(x.shape) for x in arrays]
+        if got != want or any(x.dtype != dt for x, dt in zip(arrays, layout.dtypes, strict=True)):
+            raise EnvError(f"saved carry buffers have shapes {got}; expected {want} with dtypes {layout.dtypes}")
+        self._carry = tuple(jax.device_put(x) for x in arrays)
 
     def _unpack(self, bufs: tuple) -> dict[str, np.ndarray]:
         return self._core.layouts()[1].unpack([np.asarray(x) for x in bufs])

@@ -3,22 +3,25 @@
 Seeds: an adapter's ``reset(seed)`` takes any integer in [0, 2**32) (the runner hands out 32-bit hashes);
 ``reset(None)`` draws a fresh seed from OS entropy and reports it in ``info["seed"]``, so every episode
 can be replayed. Day pools (:func:`parse_days`) turn a seed into a day with ``pool[seed % len(pool)]``.
+:class:`SustainGymAdapter` holds the bookkeeping the adapters share: the reset/step guards, seed resolution,
+action validation against a fixed available-action mask, and the termination/truncation flags.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import operator
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drigm.envs.base import EnvError, MultiAgentEnv
+from drigm.envs.base import EnvError, MultiAgentEnv, TimeStep
 
 MAX_SEED = 2**32 - 1
 """Largest seed the adapters accept (SustainGym's GMM traces hand the seed to NumPy's legacy RandomState)."""
@@ -120,3 +123,96 @@ def cache_dir() -> Path:
         return Path(os.environ["DRIGM_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "drigm"
+
+
+def check_factory_kwargs(name: str, adapter: type, arg: str | None, arg_key: str, kwargs: Mapping[str, Any]) -> None:
+    """For registry factory `name`: EnvError if both the spec's ``name:ARG`` and the kwarg `arg_key` are given,
+    or if a kwarg is not a parameter of `adapter` (the message lists the valid ones)."""
+    if arg is not None and arg_key in kwargs:
+        raise EnvError(f"{arg_key} is given twice: in the spec '{name}:{arg}' and as {arg_key}=")
+    allowed = set(inspect.signature(adapter).parameters)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise EnvError(f"unknown {name} kwargs {unknown}; valid: {', '.join(sorted(allowed))}")
+
+
+@contextlib.contextmanager
+def no_warnings() -> Iterator[None]:
+    """Ignore warnings inside the block (SustainGym's per-step chatter); the process-wide filters are restored."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class SustainGymAdapter(MultiAgentEnv):
+    """Episode bookkeeping shared by the SustainGym adapters; subclasses provide the dynamics.
+
+    Guarantees: ``n_agents`` and ``n_actions`` are the shape of the fixed available-action mask given to
+    ``__init__`` (every TimeStep gets a fresh copy of it); ``step`` before the first ``reset``, after the
+    episode ended, or after SustainGym raised inside a reset or step raises EnvError; actions are validated
+    against the mask before SustainGym sees them; seeds are resolved by :func:`resolve_seed`.
+    """
+
+    _env: Any
+    """The wrapped SustainGym environment (set by the subclass; ``close`` closes it)."""
+    _NOT_STARTED = "call reset() before step()"
+    """The EnvError message of a step with no running episode (subclasses may add why)."""
+
+    def __init__(self, episode_limit: int, avail_actions: np.ndarray) -> None:
+        avail = np.asarray(avail_actions)
+        if avail.dtype != bool or avail.ndim != 2 or not avail.any(axis=1).all():
+            raise EnvError(
+                f"avail_actions must be a 2-D bool mask with an available action per agent; got dtype {avail.dtype}, "
+                f"shape {avail.shape}"
+            )
+        self._limit = check_int("episode_limit", episode_limit, 1)
+        self._avail = avail
+        self._all_available = bool(avail.all())
+        self._entropy = np.random.default_rng()
+        self._t: int | None = None
+
+    @property
+    def n_agents(self) -> int:
+        return self._avail.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        return self._avail.shape[1]
+
+    @property
+    def episode_limit(self) -> int:
+        return self._limit
+
+    def _begin_reset(self, seed: Any) -> int:
+        """The episode seed (see :func:`resolve_seed`); no episode runs until :meth:`_end_reset`."""
+        s = resolve_seed(seed, self._entropy)
+        self._t = None
+        return s
+
+    def _end_reset(self) -> None:
+        """Mark the episode started at step 0 (call once SustainGym's reset has returned)."""
+        self._t = 0
+
+    def _begin_step(self, actions: Any) -> tuple[int, np.ndarray]:
+        """(t, validated actions) of the step from t; no episode runs until :meth:`_end_step` (SustainGym may raise)."""
+        if self._t is None:
+            raise EnvError(self._NOT_STARTED)
+        if self._t >= self._limit:
+            raise EnvError(f"step() called after the episode ended at episode_limit={self._limit}; call reset()")
+        a = validate_actions(self, actions, self._avail, self._all_available)
+        t, self._t = self._t, None
+        return t, a
+
+    def _end_step(self, t: int, terminated: bool) -> bool:
+        """Record the step from `t`; returns ``truncated``: True when it reached the limit without terminating."""
+        self._t = self._limit if terminated else t + 1
+        return not terminated and self._t >= self._limit
+
+    def _timestep(
+        self, obs: np.ndarray, state: np.ndarray, reward: float, terminated: bool, truncated: bool, info: dict
+    ) -> TimeStep:
+        """A TimeStep with a copy of the available-action mask."""
+        return TimeStep(obs, state, self._avail.copy(), reward, terminated, truncated, info)
+
+    def close(self) -> None:
+        self._env.close()

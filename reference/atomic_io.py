@@ -1,0 +1,113 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a torn or partial file.
+
+Every writer here writes to a temporary file in the destination's directory (same filesystem, so the rename
+is atomic), created with the permissions a plain ``open`` gives (0o666 less the umask; ``tempfile.mkstemp``
+would leave 0o600), flushes and fsyncs it, renames it over the destination with ``os.replace`` and then
+fsyncs the directory so that the rename itself survives a crash. If anything fails, including the caller's writer
+raising or an interrupt, the temporary file is removed and the destination is left exactly as it was.
+
+This module is shared by ``reference`` (game files), ``proofs_check`` (reports) and ``drigm`` (checkpoints,
+sweep results); it needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+
+
+def _target(path: str | os.PathLike[str], make_parents: bool) -> Path:
+    """The destination as a Path whose directory exists (created if asked), else a clear error naming it."""
+    path = Path(path)
+    parent = path.parent
+    if make_parents:
+        parent.mkdir(parents=True, exist_ok=True)
+    elif not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise FileNotFoundError(f"cannot write {str(path)!r}: its directory {str(parent)!r} {what}")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a directory")
+    return path
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    """A new, exclusively created temp file beside `path` (mode 0o666, less the umask as the kernel applies it)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {str(path)!r}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a completed rename durable; skipped where directories cannot be opened (e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(
+    path: str | os.PathLike[str], writer: Callable[[IO[bytes]], object], make_parents: bool = False
+) -> Path:
+    """Call ``writer(fh)`` on a binary temp file, then atomically replace `path` with it; returns `path`.
+
+    Guarantees `path` is either untouched or holds everything writer wrote; the temp file never outlives the call.
+    """
+    path = _target(path, make_parents)
+    fd, tmp = _open_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, make_parents: bool = False) -> Path:
+    """Atomically replace `path` with exactly `data`; returns `path`."""
+    return atomic_write(path, lambda fh: fh.write(data), make_parents)
+
+
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, encoding: str = "utf-8", make_parents: bool = False
+) -> Path:
+    """Atomically replace `path` with `text` encoded as `encoding` (no newline translation); returns `path`."""
+    return atomic_write_bytes(path, text.encode(encoding), make_parents)
+
+
+def atomic_write_json(
+    path: str | os.PathLike[str],
+    obj: Any,
+    *,
+    indent: int | None = 1,
+    default: Callable[[Any], Any] | None = None,
+    allow_nan: bool = True,
+    make_parents: bool = False,
+) -> Path:
+    """Atomically replace `path` with ``json.dumps(obj, ...)`` and a final newline; returns `path`.
+
+    The object is serialised before any file is created, so a value json cannot encode leaves no trace.
+    """
+    text = json.dumps(obj, indent=indent, default=default, allow_nan=allow_nan) + "\n"
+    return atomic_write_text(path, text, make_parents=make_parents)
