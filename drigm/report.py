@@ -213,10 +213,10 @@ def plot_ood(col: Collected, metrics: list[tuple[str, str]], path: Path) -> None
     methods = [m for m in col.methods() if m in col.results]
     tests = [t.name for t in col.proto.tests] + ([AVERAGE] if len(col.proto.tests) > 1 else [])
     shown = [metrics[0], ("returns", "return")] if metrics[0][0] == "won" else [metrics[0]]
-    fig, axes = plt.subplots(
-        len(shown), 1, figsize=(max(6, 1.2 * len(tests) * max(1, len(methods)) / 3), 3.6 * len(shown))
-    )
-    axes = np.atleast_1d(axes)
+    width_in = min(16.0, max(6.0, 0.18 * len(tests) * max(1, len(methods)) + 2.0))  # readable, never a banner
+    fig, axes = plt.subplots(len(shown), 1, figsize=(width_in, 4.5 * len(shown)), squeeze=False)
+    axes = axes[:, 0]
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")  # one distinct colour per method
     width = 0.8 / max(1, len(methods))
     for ax, (key, label) in zip(axes, shown, strict=True):
         for i, m in enumerate(methods):
@@ -224,13 +224,13 @@ def plot_ood(col: Collected, metrics: list[tuple[str, str]], path: Path) -> None
             x = np.arange(len(tests)) + (i - (len(methods) - 1) / 2) * width
             h = [c.mean if c else np.nan for c in cells]
             err = [c.se if c and c.se is not None else 0.0 for c in cells]
-            ax.bar(x, h, width, yerr=err, capsize=2, label=m)
+            ax.bar(x, h, width, yerr=err, capsize=2, label=m, color=palette(i % palette.N))
         ax.set_xticks(np.arange(len(tests)))
         ax.set_xticklabels(tests, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_title(f"{col.proto.name} ({col.proto.scale} scale): mean over seeds, error bars = standard error")
-    axes[0].legend(fontsize=7, ncol=min(4, len(methods)), loc="best")
+    axes[-1].legend(fontsize=7, ncol=min(5, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.25))
     atomic_write_bytes(path, _fig_bytes(fig))
     plt.close(fig)
 
