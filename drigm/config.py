@@ -131,9 +131,13 @@ class LearnerConfig:
     q_steps 4, aux_first, target.aux_steps 4). ``cpu_threads`` sets torch's intra-op threads for the
     process (0 keeps torch's default); one thread is fastest for these small networks and avoids
     OpenMP spin contention on busy machines.
+
+    ``td_lambda`` > 0 regresses on lambda-returns (pymarl2's TD(lambda), off-policy corrections ignored as
+    there) instead of one-step targets; only for targets affine in V_hat(s') (kind none, or contamination).
     """
 
     gamma: float | None = None
+    td_lambda: float = 0.0
     reward_scale: float = 1.0
     input_norm: bool = False
     optimizer: str = "adam"
@@ -213,6 +217,13 @@ class RunConfig:
         lr = self.learner
         if lr.gamma is not None:
             _check_float("learner.gamma", lr.gamma, 0.0, 1.0, hi_open=True)
+        _check_float("learner.td_lambda", lr.td_lambda, 0.0, 1.0)
+        if lr.td_lambda > 0 and self.target.kind != "none" and self.target.set != "contamination":
+            raise ConfigError(
+                f"learner.td_lambda={lr.td_lambda} needs a target affine in V_hat(s') (target.kind 'none', or "
+                f"set 'contamination'); target {self.target.kind}/{self.target.set} is nonlinear in V_hat(s'), "
+                "so a lambda-return inside it would be biased (Jensen). Use td_lambda: 0 with it"
+            )
         _check_float("learner.reward_scale", lr.reward_scale, 0.0, math.inf, lo_open=True)
         if lr.reward_scale != 1.0 and self.target.kind != "none" and self.target.set == "kl-penalty":
             raise ConfigError(

@@ -8,7 +8,7 @@ For a batch of episodes, :meth:`Learner.update`
    with the target agents and the target mixer (for QTRAN, Q_jt^-);
 3. builds :class:`~drigm.targets.TargetInputs` (rewards times ``learner.reward_scale``), lets the robust
    target update its auxiliary estimates (``update_aux``, unless the phase schedule did so already) and
-   takes y = target(inputs);
+   takes y = target(inputs) (with ``learner.td_lambda`` > 0, the lambda-returns of that target);
 4. minimises the masked TD loss (Q_tot(s, a) - y)^2 plus the mixer's own terms (QTRAN: L_opt, L_nopt),
    with gradient-norm clipping, then updates the target networks (hard every N updates, or soft).
 """
@@ -122,7 +122,8 @@ class Learner:
         stats: dict[str, float] = {}
         if run_aux:
             stats.update({f"aux/{k}": v for k, v in self.robust.update_aux(tin).items()})
-        y = self.robust(tin)
+        lam = self.cfg.learner.td_lambda
+        y = self.robust.lambda_target(tin, lam) if lam > 0 else self.robust(tin)
         chosen = utilities[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         q_tot = self.mixer(chosen, tin.state, tin.actions_onehot)
         mask = tin.mask

@@ -61,6 +61,7 @@ __all__ = [
     "build_target",
     "contamination_target",
     "kl_penalty_target",
+    "lambda_returns",
     "masked_min",
     "nominal_target",
     "paper_contamination_target",
@@ -141,6 +142,47 @@ def paper_tv_target(
     """Paper shortcut y = r + gamma [(1-rho) g - relu(g - V_hat(s'))] with the paper's dual estimate g(s,a)."""
     g_t = _like(g, next_value)
     return _bootstrap(reward, terminated, gamma, (1.0 - rho) * g_t - torch.relu(g_t - next_value))
+
+
+def lambda_returns(
+    reward: Tensor,
+    next_value: Tensor,
+    terminated: Tensor,
+    mask: Tensor,
+    gamma: float,
+    lam: float,
+    slope: Scalar = 1.0,
+    offset: Scalar = 0.0,
+) -> Tensor:
+    """Lambda-returns of (B, T) episode rows for a target affine in V_hat(s'): y = r + gamma (slope V + offset).
+
+    G_t = r_t + gamma [slope ((1-lam) V_hat(s_t+1) + lam G_t+1) + offset] while step t+1 is a valid step of
+    the same row, with V_hat(s_t+1) alone at the row's last valid step (truncation) or at T-1; G_t = r_t where
+    terminal, 0 on padding (NaN there never leaks). lam = 0 gives the one-step targets; lam = 1 with
+    slope 1, offset 0 gives Monte-Carlo returns (bootstrapped once at truncation).
+    """
+    if reward.dim() != 2:
+        raise ValueError(f"lambda_returns needs (batch, time) tensors; reward has shape {tuple(reward.shape)}")
+    for name, x in (("next_value", next_value), ("terminated", terminated), ("mask", mask)):
+        if x.shape != reward.shape:
+            raise ValueError(f"lambda_returns: {name} has shape {tuple(x.shape)}; expected {tuple(reward.shape)}")
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lambda_returns: lam={lam!r} is out of range: allowed [0, 1]")
+    done, valid = _as_bool(terminated), _as_bool(mask)
+    v = torch.where(valid & ~done, next_value, torch.zeros_like(next_value))
+    r = torch.where(valid, reward, torch.zeros_like(reward))
+    a, b = _like(slope, v), _like(offset, v)
+    out = torch.zeros_like(v)
+    G = torch.zeros_like(v[:, 0])
+    T = v.shape[1]
+    for t in range(T - 1, -1, -1):
+        blend = v[:, t]
+        if t + 1 < T:
+            more = valid[:, t + 1] & ~done[:, t]
+            blend = torch.where(more, (1.0 - lam) * v[:, t] + lam * G, v[:, t])
+        G = torch.where(valid[:, t], _bootstrap(r[:, t], done[:, t], gamma, a * blend + b), torch.zeros_like(G))
+        out[:, t] = G
+    return out
 
 
 def pinball_loss(next_value: Tensor, eta: Tensor, rho: float) -> Tensor:
@@ -439,6 +481,28 @@ class RobustTarget(nn.Module):
         else:
             y = kl_penalty_target(r, done, g, cfg.beta, self._aux_full(inputs, boot, dtype), self.kl_shift.to(dtype))
         return torch.where(valid, y, torch.zeros_like(y))
+
+    @torch.no_grad()
+    def lambda_target(self, inputs: TargetInputs, lam: float) -> Tensor:
+        """Lambda-returns (:func:`lambda_returns`) of (B, T) episode rows; equals ``forward`` at lam = 0.
+
+        Only for targets affine in V_hat(s'): none (slope 1), paper contamination (slope 1-rho) and exact
+        contamination (slope 1-rho, offset rho m_hat with m_hat from the one-step V_hat as in forward).
+        Raises ValueError for tv and kl-penalty, whose targets are nonlinear in V_hat(s').
+        """
+        v, _, _, boot = self._check(inputs)
+        cfg = self.cfg
+        if cfg.kind != "none" and cfg.set != "contamination":
+            raise ValueError(
+                f"a lambda-return needs a target affine in V_hat(s'); {cfg.kind}/{cfg.set} is not (use lambda 0)"
+            )
+        dtype = torch.promote_types(inputs.reward.dtype, v.dtype)
+        v = v.to(dtype)
+        slope: Scalar = 1.0 if cfg.kind == "none" else 1.0 - cfg.rho
+        offset: Scalar = cfg.rho * self.m_hat(v, boot) if cfg.kind == "exact" else 0.0
+        return lambda_returns(
+            inputs.reward.to(dtype), v, inputs.terminated, inputs.mask, self.gamma, lam, slope, offset
+        )
 
     def update_aux(self, inputs: TargetInputs) -> dict[str, float]:
         """Push the batch minimum into the running m_hat window; take aux_steps steps on the aux net's loss.

@@ -92,6 +92,20 @@ def test_protocol_loader_errors_and_names(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("name", protocol_names())
+def test_every_committed_protocol_builds_a_valid_config_for_every_job(name: str) -> None:
+    """Each protocol x scale x (algo, target, set) resolves to a validated RunConfig (catches, e.g., a
+    td_lambda left on for the TV targets, which are nonlinear in V_hat)."""
+    for scale in ("full", "reduced", "smoke"):
+        proto = load_protocol(name, scale)
+        sets = [s for s in ("contamination", "tv") if s in proto.rho]
+        for job in proto.jobs(proto.algos, ["none", "exact", "paper"], sets, proto.seeds[:1]):
+            cfg = proto.job_config(job)
+            assert cfg.target.kind == job.target and cfg.mixer.name == job.algo
+            if cfg.learner.td_lambda > 0:
+                assert job.target == "none" or job.set == "contamination"
+
+
 def test_bootstrap_cell_is_seeded_and_sane() -> None:
     c = cell([1.0, 2.0, 3.0, 4.0])
     assert c.mean == 2.5 and c.se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
