@@ -18,6 +18,9 @@ Policies (both act on the available actions only):
   ``building``: a proportional thermostat per zone, power u = clip(0.3 (T_target - T_zone), -1, 1) at the nearest
   available power level, with the zone's own target temperature (SustainGym's 22 C by default). It reads the
   agent's own zone temperature (which its local observation holds) and nothing else.
+  ``smax``: focus fire, per ally on its own observation: attack the attackable enemy with the lowest observed
+  health fraction; with none in range, move one step along the larger axis toward the nearest visible enemy
+  (so observation noise on enemy positions reaches it); with none visible, stop.
   Other environments have no fixed rule and are refused.
 
 The episode seeds are the protocol's test-episode seeds (:func:`drigm.sweep.test_episode_seeds` of its
@@ -90,12 +93,44 @@ def building_thermostat(env: MultiAgentEnv) -> Policy:
     return act
 
 
+SMAX_STOP, SMAX_FIRST_ATTACK = 4, 5  # SMAX ally actions: 0-3 move north (+y), east (+x), south, west; 4 stop
+
+
+def smax_focus_fire(env: MultiAgentEnv) -> Policy:
+    """Per ally: attack the weakest attackable enemy, else step toward the nearest visible one, else stop."""
+    pos = env.enemy_position_indices  # type: ignore[attr-defined]  # (E, 2): relative x, y of enemy k
+    health = pos[:, 0] - 1  # each enemy block starts with its health fraction (0 when dead or unseen)
+    n_enemies = len(pos)
+
+    def act(env: MultiAgentEnv, ts: TimeStep, rng: np.random.Generator) -> np.ndarray:
+        out = []
+        for obs, avail in zip(ts.obs, ts.avail_actions.astype(bool), strict=True):
+            attack = np.flatnonzero(avail[SMAX_FIRST_ATTACK : SMAX_FIRST_ATTACK + n_enemies])
+            if attack.size:
+                out.append(SMAX_FIRST_ATTACK + int(attack[np.argmin(obs[health[attack]])]))
+                continue
+            seen = np.flatnonzero(obs[health] > 0)
+            if seen.size:
+                dx, dy = obs[pos[seen, 0]], obs[pos[seen, 1]]
+                k = int(np.argmin(dx * dx + dy * dy))
+                move = (1 if dx[k] > 0 else 3) if abs(dx[k]) >= abs(dy[k]) else (0 if dy[k] > 0 else 2)
+                if avail[move]:
+                    out.append(move)
+                    continue
+            out.append(SMAX_STOP if avail[SMAX_STOP] else int(np.flatnonzero(avail)[0]))
+        return np.array(out, dtype=np.int64)
+
+    return act
+
+
 def fixed_policy(env: MultiAgentEnv) -> Policy:
     """The fixed rule of `env`'s adapter (see the module docstring); EnvError for adapters without one."""
     from drigm.envs.building import BuildingAdapter
     from drigm.envs.cogen import CogenAdapter
     from drigm.envs.evcharging import EVChargingAdapter
 
+    if type(env).__name__ == "SMAXEnv":  # checked by name: importing drigm.envs.smax needs jax
+        return smax_focus_fire(env)
     if isinstance(env, EVChargingAdapter):
         return evcharging_max_pilot
     if isinstance(env, CogenAdapter):
@@ -103,18 +138,22 @@ def fixed_policy(env: MultiAgentEnv) -> Policy:
         return lambda env, ts, rng: middle
     if isinstance(env, BuildingAdapter):
         return building_thermostat(env)
-    raise EnvError(f"no fixed baseline policy for {type(env).__name__}; defined for building, evcharging and cogen")
+    raise EnvError(
+        f"no fixed baseline policy for {type(env).__name__}; defined for building, evcharging, cogen and smax"
+    )
 
 
-def play(env: MultiAgentEnv, policy: Policy, seed: int) -> float:
-    """The undiscounted return of one episode of `policy` from ``env.reset(seed)``."""
+def play(env: MultiAgentEnv, policy: Policy, seed: int) -> tuple[float, bool | None]:
+    """The undiscounted return of one episode of `policy` from ``env.reset(seed)``, and its final ``won``
+    flag (None for environments whose info has none)."""
     rng = np.random.default_rng([seed, 1])
     ts = env.reset(seed=seed)
     total = 0.0
     while not ts.done:
         ts = env.step(policy(env, ts, rng))
         total += ts.reward
-    return total
+    won = ts.info.get("won")
+    return total, None if won is None else bool(won)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -180,8 +219,8 @@ def baselines(protocol: str, episodes: int = 3, scale: str = "full", runs_root: 
     train = {"episode_limit": None, "kwargs": {}, **proto.run["env"]}
     envs = [("train", train)] + [(t.name, t.env) for t in proto.tests]
     rows = [
-        "| env | spec | policy | mean return +- SE | episodes | seconds |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| env | spec | policy | mean return +- SE | won | episodes | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     done: dict[str, tuple[str, list[str]]] = {}
     returns_of: dict[str, dict[str, list[float]]] = {}  # env key -> policy -> returns (empty on a failure)
@@ -202,10 +241,13 @@ def baselines(protocol: str, episodes: int = 3, scale: str = "full", runs_root: 
                 policy = random_policy if pname == "random" else fixed_policy(env)
                 t0 = time.perf_counter()
                 returns: list[float] = []
+                wins: list[bool | None] = []
                 failure = ""
                 for s in seeds:
                     try:
-                        returns.append(play(env, policy, s))
+                        ret, won = play(env, policy, s)
+                        returns.append(ret)
+                        wins.append(won)
                     except EVChargingSolverError as exc:  # say so in the row, never average around it
                         failure = f"failed on seed {s}: {type(exc).__name__}: {exc}"
                         break
@@ -217,7 +259,8 @@ def baselines(protocol: str, episodes: int = 3, scale: str = "full", runs_root: 
                     m, se = mean_se(returns)
                     result = f"{m:.4g} +- {se:.2g}"
                 secs = time.perf_counter() - t0
-                cells.append(f"{env_label(data)} | {pname} | {result} | {len(returns)} | {secs:.0f} |")
+                won_cell = "-" if failure or None in wins else f"{sum(map(bool, wins))}/{len(wins)}"
+                cells.append(f"{env_label(data)} | {pname} | {result} | {won_cell} | {len(returns)} | {secs:.0f} |")
         finally:
             env.close()
         done[key] = (name, cells)
@@ -232,12 +275,15 @@ def baselines(protocol: str, episodes: int = 3, scale: str = "full", runs_root: 
         "whole episode; +- is the standard error over episodes. `random`: uniform over available actions; "
         "`fixed`: evcharging, highest pilot at every station with a car (0 A elsewhere); cogen, the middle of "
         "each action grid (level factors at index (count - 1) // 2, switches off); building, a proportional "
-        "thermostat per zone (power clip(0.3 (22 C - T_zone), -1, 1) at the nearest level). Generated by "
+        "thermostat per zone (power clip(0.3 (22 C - T_zone), -1, 1) at the nearest level); smax, focus fire "
+        "(attack the weakest enemy in range, else step toward the nearest visible one). `won`: battles won (smax "
+        "only). Generated by "
         f"`python experiments/baselines.py {proto.name} --scale {scale} --episodes {episodes}"
         + (f" --runs {runs_root}" if runs_root is not None else "")
         + f"` in {total:.0f} s (baselines only). "
-        "Except the building thermostat (own zone temperature), no policy reads its observations, so environments "
-        "that differ only in what is observed (cogen's forecast noise) give identical rows.",
+        "Except the building thermostat (own zone temperature) and smax focus fire, no policy reads its "
+        "observations, so environments that differ only in what is observed (cogen's forecast noise, smax's "
+        "enemy-position noise for `random`) give identical rows.",
         "",
     ]
     if runs_root is not None:

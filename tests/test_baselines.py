@@ -70,3 +70,31 @@ def test_versus_trained_refuses_missing_episodes_and_empty_roots(tmp_path: Path)
         baselines.versus_trained(tmp_path, ["A"], [5, 6], {})
     with pytest.raises(EnvError, match="no results for test environment 'B'"):
         baselines.versus_trained(tmp_path, ["B"], [5], {})
+
+
+def test_smax_focus_fire_attacks_the_weakest_then_approaches_then_stops() -> None:
+    pytest.importorskip("jaxmarl", reason="smax needs the 'starcraft' extra")
+    from drigm.envs.base import make_env
+
+    env = make_env("smax:3s_vs_5z", episode_limit=3)
+    ts = env.reset(seed=0)
+    policy = baselines.fixed_policy(env)
+    pos = env.enemy_position_indices
+    obs = np.zeros_like(ts.obs)
+    avail = np.zeros_like(ts.avail_actions)
+    avail[:, :5] = True
+    # agent 0: enemies 1 (health 0.9) and 3 (health 0.2) in range -> attack 3
+    obs[0, pos[[1, 3], 0] - 1] = [0.9, 0.2]
+    avail[0, [5 + 1, 5 + 3]] = True
+    # agent 1: none in range; enemy 2 seen at (0.5, -0.1), enemy 4 farther at (-0.1, 0.9) -> east (1)
+    obs[1, pos[[2, 4], 0] - 1] = 1.0
+    obs[1, pos[2]] = [0.5, -0.1]
+    obs[1, pos[4]] = [-0.1, 0.9]
+    # agent 2: nothing seen -> stop (4)
+    acts = policy(env, replace(ts, obs=obs, avail_actions=avail), np.random.default_rng(0))
+    assert acts.tolist() == [5 + 3, 1, 4]
+    obs[1, pos[2]] = [0.05, -0.4]  # now mostly south
+    assert policy(env, replace(ts, obs=obs, avail_actions=avail), np.random.default_rng(0))[1] == 2
+    ret, won = baselines.play(env, policy, seed=1)
+    assert np.isfinite(ret) and won is False  # 3 steps cannot win 3s_vs_5z
+    env.close()
