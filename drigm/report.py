@@ -236,27 +236,33 @@ def plot_ood(col: Collected, metrics: list[tuple[str, str]], path: Path) -> None
 
 
 def plot_curves(col: Collected, path: Path) -> None:
-    """Training return (the mean of recent episodes) against env steps: mean over seeds per method."""
+    """Training return (the mean of recent episodes) against env steps: mean over seeds per method, with a
+    second panel of the training win rate when the runs logged one (smax)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for m in col.methods():
-        curves = [r["curve"] for r in col.results.get(m, {}).values() if r["curve"]["step"]]
-        if not curves:
-            continue
-        grid = np.unique(np.concatenate([c["step"] for c in curves]))
-        ys = np.stack([np.interp(grid, c["step"], c["return_mean"]) for c in curves])
-        ax.plot(grid, ys.mean(axis=0), label=f"{m} (n={len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.15)
-    ax.set_xlabel("training env steps")
-    ax.set_ylabel("training return (recent mean)")
-    ax.set_title(f"{col.proto.name} ({col.proto.scale} scale): mean over seeds, band = min..max")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    panels = [("return_mean", "training return (recent mean)")]
+    if any("win_rate" in r["curve"] for rs in col.results.values() for r in rs.values()):
+        panels.append(("win_rate", "training win rate (recent battles)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
+        for m in col.methods():
+            curves = [r["curve"] for r in col.results.get(m, {}).values() if r["curve"]["step"] and key in r["curve"]]
+            if not curves:
+                continue
+            grid = np.unique(np.concatenate([c["step"] for c in curves]))
+            ys = np.stack([np.interp(grid, c["step"], c[key]) for c in curves])
+            ax.plot(grid, ys.mean(axis=0), label=f"{m} (n={len(curves)})")
+            if len(curves) > 1:
+                ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.15)
+        ax.set_xlabel("training env steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{col.proto.name} ({col.proto.scale} scale): mean over seeds, band = min..max", fontsize=10)
+    fig.tight_layout()
     atomic_write_bytes(path, _fig_bytes(fig))
     plt.close(fig)
 

@@ -173,17 +173,24 @@ def evaluate_on(trainer: Any, test: TestEnv, seeds: list[int], score: Any) -> di
 
 
 def read_curve(run_dir: Path) -> dict[str, list[float]]:
-    """The training curve of a run from progress.csv: env steps and the mean of the recent training returns."""
+    """The training curve of a run from progress.csv: env steps and the mean of the recent training returns,
+    plus ``win_rate`` (the recent battles' win fraction at the same steps) for environments that log one."""
     path = Path(run_dir) / "progress.csv"
-    steps: list[float] = []
-    values: list[float] = []
+    returns: dict[float, float] = {}
+    wins: dict[float, float] = {}
     if path.is_file():
         with path.open(newline="") as fh:
             for row in csv.DictReader(fh):
-                if row.get("key") == "train/return_mean":
-                    steps.append(float(row["step"]))
-                    values.append(float(row["value"]))
-    return {"step": steps, "return_mean": values}
+                key = row.get("key")
+                if key == "train/return_mean":
+                    returns[float(row["step"])] = float(row["value"])
+                elif key == "train/win_rate":
+                    wins[float(row["step"])] = float(row["value"])
+    steps = sorted(returns)
+    curve = {"step": steps, "return_mean": [returns[s] for s in steps]}
+    if wins and all(s in wins for s in steps):
+        curve["win_rate"] = [wins[s] for s in steps]
+    return curve
 
 
 @contextlib.contextmanager

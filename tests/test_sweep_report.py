@@ -13,7 +13,7 @@ from drigm.config import build_config
 from drigm.protocol import PROTOCOL_DIR, Job, Protocol, ProtocolError, load_protocol, protocol_names
 from drigm.report import cell, report, report_main
 from drigm.run import CHECKPOINT, Trainer
-from drigm.sweep import TRAIN_DONE, result_path, sweep, sweep_main, train_dir
+from drigm.sweep import TRAIN_DONE, read_curve, result_path, sweep, sweep_main, train_dir
 from reference.game import Game, robust_vs_nominal_game, save_game
 
 SMOKE = PROTOCOL_DIR / "tabular-smoke.yaml"
@@ -104,6 +104,16 @@ def test_every_committed_protocol_builds_a_valid_config_for_every_job(name: str)
             assert cfg.target.kind == job.target and cfg.mixer.name == job.algo
             if cfg.learner.td_lambda > 0:
                 assert job.target == "none" or job.set == "contamination"
+
+
+def test_read_curve_keeps_the_win_rate_only_where_every_step_has_one(tmp_path: Path) -> None:
+    rows = ["step,key,value", "10,train/return_mean,0.5", "10,train/win_rate,0.25", "10,learner/loss,3",
+            "20,train/return_mean,0.75", "20,train/win_rate,0.5"]  # fmt: skip
+    (tmp_path / "progress.csv").write_text("\n".join(rows) + "\n")
+    assert read_curve(tmp_path) == {"step": [10.0, 20.0], "return_mean": [0.5, 0.75], "win_rate": [0.25, 0.5]}
+    (tmp_path / "progress.csv").write_text("\n".join(rows[:-1]) + "\n")  # step 20 without a win rate
+    assert read_curve(tmp_path) == {"step": [10.0, 20.0], "return_mean": [0.5, 0.75]}
+    assert read_curve(tmp_path / "missing") == {"step": [], "return_mean": []}
 
 
 def test_bootstrap_cell_is_seeded_and_sane() -> None:
@@ -239,5 +249,8 @@ def test_protocol_smoke_scale_trains_and_evaluates(protocol: str, tmp_path: Path
         assert all(len(t["score"]) == 1 for t in evaluated)
     if protocol.startswith("smax"):
         assert all(len(t["won"]) == 1 for t in evaluated)
+        assert len(r["curve"]["win_rate"]) == len(r["curve"]["step"]) > 0
+        report(protocol, tmp_path, tmp_path / "results", "smoke")  # learning curves with a win-rate panel
+        assert (tmp_path / "results" / proto.name / "learning_curves.png").stat().st_size > 0
     if protocol == "evcharging-shift":
         assert "returns" in r["tests"]["caltech Fall 2019"]
