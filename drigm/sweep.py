@@ -31,7 +31,9 @@ import csv
 import fcntl
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -347,17 +349,31 @@ def _run_inline(specs: list[JobSpec], bar: Any) -> list[tuple[JobSpec, str]]:
 def _run_local(specs: list[JobSpec], workers: int, bar: Any) -> list[tuple[JobSpec, str]]:
     failures: list[tuple[JobSpec, str]] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        pending = {pool.submit(run_job, s): s for s in specs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                spec = pending.pop(fut)
-                exc = fut.exception()
-                if exc is not None:
-                    failures.append((spec, f"{type(exc).__name__}: {exc}"))
-                    bar.write(f"FAILED {spec.job.method} seed {spec.job.seed}: {type(exc).__name__}: {exc}")
-                bar.update(1)
+        try:
+            pending = {pool.submit(run_job, s): s for s in specs}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    spec = pending.pop(fut)
+                    exc = fut.exception()
+                    if exc is not None:
+                        failures.append((spec, f"{type(exc).__name__}: {exc}"))
+                        bar.write(f"FAILED {spec.job.method} seed {spec.job.seed}: {type(exc).__name__}: {exc}")
+                    bar.update(1)
+        except BaseException:  # interrupted or terminated: stop the workers too (their runs resume next time)
+            procs = getattr(pool, "_processes", None) or {}
+            for proc in list(procs.values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return failures
+
+
+def _exit_on_sigterm() -> None:
+    """In the main thread, turn SIGTERM into SystemExit, so ``kill`` of a sweep stops its workers as Ctrl-C does
+    (orphaned workers would otherwise keep training and hold their run directories' locks)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _run_ray(specs: list[JobSpec], workers: int | None, bar: Any, address: str | None) -> list[tuple[JobSpec, str]]:
@@ -518,6 +534,7 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
 def sweep_main(argv: list[str]) -> int:
     """``drigm sweep PROTOCOL ...``: 0 when every job finished, 1 when some failed, 2 on a configuration error."""
     args = sweep_parser().parse_args(argv)
+    _exit_on_sigterm()
     try:
         s = sweep(
             args.protocol,

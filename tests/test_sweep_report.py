@@ -254,3 +254,49 @@ def test_protocol_smoke_scale_trains_and_evaluates(protocol: str, tmp_path: Path
         assert (tmp_path / "results" / proto.name / "learning_curves.png").stat().st_size > 0
     if protocol == "evcharging-shift":
         assert "returns" in r["tests"]["caltech Fall 2019"]
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.is_file() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the worker processes")
+def test_terminated_sweep_stops_its_workers(tmp_path: Path) -> None:
+    """SIGTERM to `drigm sweep` ends its pool workers too (no orphan keeps training or holds a run's lock)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proto = tmp_path / "long.yaml"
+    proto.write_text(f"base: {SMOKE}\nname: long\nscales:\n  smoke:\n    run:\n      steps: 100000000\n")
+    cmd = [sys.executable, "-m", "drigm.sweep", str(proto), "--scale", "smoke", "--algos", "qmix", "--targets",
+           "none", "--seeds", "2", "--workers", "2", "--out-root", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((tmp_path / "runs" / "train").glob("*/*/progress.csv"))) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the workers never started training"
+            time.sleep(0.5)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "sweep workers outlived the terminated sweep"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
