@@ -10,6 +10,7 @@ formula) raises :class:`ContractionError` instead of looping.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,34 @@ def _stalled_ok(residual: float, game: Game) -> bool:
     return residual <= STALL_TOL * value_scale(game) * max(1.0 - game.gamma, 1e-3)
 
 
+def _iterate(
+    apply: Callable[[np.ndarray], np.ndarray], x: np.ndarray, game: Game, tol: float, what: str
+) -> tuple[np.ndarray, float, float, int]:
+    """Iterate the gamma-contraction `apply` from `x` until gamma res / (1 - gamma) <= tol, within the sweeps
+    the contraction allows (a stalled tiny residual is accepted, see :func:`_stalled_ok`; a large one raises
+    ContractionError naming `what`). Returns (x, last residual, its certified bound, sweeps)."""
+    g = game.gamma
+    target = tol * (1.0 - g) / g if g > 0 else math.inf
+    nxt = apply(x)
+    res = float(np.max(np.abs(nxt - x)))
+    sweeps = contraction_sweeps(g, res, target)
+    n, best, x = 1, res, nxt
+    while g > 0 and res > target:
+        if n >= sweeps:
+            if _stalled_ok(best, game):
+                break
+            raise ContractionError(
+                f"{what} needed more than the {sweeps} sweeps a {g:g}-contraction allows "
+                f"(residual {res:.3g}, target {target:.3g})"
+            )
+        nxt = apply(x)
+        res = float(np.max(np.abs(nxt - x)))
+        best = min(best, res)
+        x = nxt
+        n += 1
+    return x, res, (g * res / (1.0 - g) if g > 0 else 0.0), n
+
+
 def solve(game: Game, uset: UncertaintySet, tol: float | None = None) -> SolveResult:
     """Q*_rob with ||Q - Q*_rob||_inf <= error_bound, by warm-started value iteration with the reference T.
 
@@ -108,26 +137,7 @@ def solve(game: Game, uset: UncertaintySet, tol: float | None = None) -> SolveRe
     Q = _policy_iteration_guess(game, uset) if g > 0 else None
     if Q is None:
         Q = np.zeros((game.n_states, game.n_joint))
-    target = tol * (1.0 - g) / g if g > 0 else math.inf
-    TQ = bellman.bellman_optimality(game, uset, Q)
-    res = float(np.max(np.abs(TQ - Q)))
-    sweeps = contraction_sweeps(g, res, target)
-    n, best = 1, res
-    Q = TQ
-    while g > 0 and res > target:
-        if n >= sweeps:
-            if _stalled_ok(best, game):
-                break
-            raise ContractionError(
-                f"value iteration needed more than the {sweeps} sweeps a {g:g}-contraction allows "
-                f"(residual {res:.3g}, target {target:.3g})"
-            )
-        TQ = bellman.bellman_optimality(game, uset, Q)
-        res = float(np.max(np.abs(TQ - Q)))
-        best = min(best, res)
-        Q = TQ
-        n += 1
-    bound = g * res / (1.0 - g) if g > 0 else 0.0
+    Q, res, bound, n = _iterate(lambda Q: bellman.bellman_optimality(game, uset, Q), Q, game, tol, "value iteration")
     return SolveResult(
         Q=Q.reshape(game.n_states, *game.n_actions),
         V=Q.max(axis=1),
@@ -173,26 +183,7 @@ def evaluate(game: Game, uset: UncertaintySet, policy: PolicyLike, tol: float | 
             V = None
     if V is None:
         V = np.zeros(game.n_states)
-    target = tol * (1.0 - g) / g if g > 0 else math.inf
-    TV = apply(V)
-    res = float(np.max(np.abs(TV - V)))
-    sweeps = contraction_sweeps(g, res, target)
-    n, best = 1, res
-    V = TV
-    while g > 0 and res > target:
-        if n >= sweeps:
-            if _stalled_ok(best, game):
-                break
-            raise ContractionError(
-                f"policy evaluation needed more than the {sweeps} sweeps a {g:g}-contraction allows "
-                f"(residual {res:.3g}, target {target:.3g})"
-            )
-        TV = apply(V)
-        res = float(np.max(np.abs(TV - V)))
-        best = min(best, res)
-        V = TV
-        n += 1
-    bound = g * res / (1.0 - g) if g > 0 else 0.0
+    V, _, bound, n = _iterate(apply, V, game, tol, "policy evaluation")
     Q = bellman.robust_backup(game, uset, V).reshape(game.R.shape)
     return Evaluation(V=V, Q=Q, error_bound=bound, sweeps=n)
 

@@ -175,3 +175,15 @@ def test_profiles() -> None:
     assert PROFILES["thorough"].factor > PROFILES["ci"].factor
     with pytest.raises(ValueError, match="unknown profile"):
         get_profile("fast")
+
+
+def test_certified_iteration_converges_on_a_contraction_and_refuses_an_expansion() -> None:
+    from proofs_check import exact
+    from reference.game import random_game
+
+    game = random_game(2, [2], seed=0, gamma=0.5)
+    x, res, bound, sweeps = exact._iterate(lambda v: 0.5 * v + 1.0, np.zeros(3), game, 1e-12, "toy")
+    assert np.allclose(x, 2.0, atol=1e-11) and bound == pytest.approx(res) and bound <= 1e-12
+    assert sweeps <= exact.contraction_sweeps(0.5, 1.0, 1e-12)
+    with pytest.raises(exact.ContractionError, match=r"toy needed more than the \d+ sweeps a 0.5-contraction"):
+        exact._iterate(lambda v: 2.0 * v + 1.0, np.zeros(3), game, 1e-12, "toy")
