@@ -256,6 +256,25 @@ def test_protocol_smoke_scale_trains_and_evaluates(protocol: str, tmp_path: Path
         assert "returns" in r["tests"]["caltech Fall 2019"]
 
 
+def test_smax_trains_and_evaluates_every_mixer_robust_and_not(tmp_path: Path) -> None:
+    """VDN and QTRAN (QMIX: the protocol smoke test) through the smax protocol, nominal with TD(lambda) and
+    robust (exact contamination with TD(lambda), paper TV with one-step targets)."""
+    pytest.importorskip("jaxmarl", reason="the smax protocol needs the 'starcraft' extra")
+    s = sweep("smax-3s_vs_5z-noise", ["vdn", "qtran"], ["none", "exact"], ["contamination"], 1, workers=1,
+              out_root=tmp_path, scale="smoke", progress=False)  # fmt: skip
+    s2 = sweep("smax-3s_vs_5z-noise", ["vdn"], ["paper"], ["tv"], 1, workers=1, out_root=tmp_path, scale="smoke",
+               progress=False)  # fmt: skip
+    assert s.failed == [] and s.ran == 4 and s2.failed == [] and s2.ran == 1
+    proto = load_protocol("smax-3s_vs_5z-noise", "smoke")
+    results = [json.loads(p.read_text()) for p in (tmp_path / proto.name / "smoke").glob("*/seed*.json")]
+    assert sorted(r["method"] for r in results) == [
+        "qtran-exact-contamination", "qtran-none", "vdn-exact-contamination", "vdn-none", "vdn-paper-tv"
+    ]  # fmt: skip
+    for r in results:
+        assert r["config"]["learner"]["td_lambda"] == (0.0 if r["method"].endswith("tv") else 0.6)
+        assert all(len(t["won"]) == 1 and np.isfinite(t["returns"]).all() for t in r["tests"].values())
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(c) for c in path.read_text().split()] if path.is_file() else []
