@@ -15,6 +15,9 @@ paper / contamination      :func:`paper_contamination_target` r + gamma (1-rho) 
 paper / tv                 :func:`paper_tv_target`            r + gamma [(1-rho) g - relu(g - V_hat(s'))]  (shortcut)
 =========================  ============================================================================
 
+With ``learner.td_lambda`` > 0 the learner regresses on :func:`lambda_returns` of the targets affine in V_hat(s')
+(none, both contamination kinds) instead (:meth:`RobustTarget.lambda_target`); tv and kl-penalty refuse it.
+
 Auxiliary estimates and their elementwise losses: eta(s,a), the (1-rho)-quantile of V_hat(s') given (s,a),
 by :func:`pinball_loss`; psi(s,a) = E[exp(-(V_hat(s') - c)/beta) | s,a] by :func:`psi_regression_loss`
 (squared loss); the paper's g(s,a) by :func:`paper_tv_dual_loss`. m_hat estimates min_s V_hat(s)
