@@ -93,11 +93,10 @@ def building_thermostat(env: MultiAgentEnv) -> Policy:
     return act
 
 
-SMAX_STOP, SMAX_FIRST_ATTACK = 4, 5  # SMAX ally actions: 0-3 move north (+y), east (+x), south, west; 4 stop
-
-
 def smax_focus_fire(env: MultiAgentEnv) -> Policy:
     """Per ally: attack the weakest attackable enemy, else step toward the nearest visible one, else stop."""
+    from drigm.envs.smax import N_MOVE_ACTIONS, STOP_ACTION  # ally actions: 0-3 move N (+y), E (+x), S, W; 4 stop
+
     pos = env.enemy_position_indices  # type: ignore[attr-defined]  # (E, 2): relative x, y of enemy k
     health = pos[:, 0] - 1  # each enemy block starts with its health fraction (0 when dead or unseen)
     n_enemies = len(pos)
@@ -105,9 +104,9 @@ def smax_focus_fire(env: MultiAgentEnv) -> Policy:
     def act(env: MultiAgentEnv, ts: TimeStep, rng: np.random.Generator) -> np.ndarray:
         out = []
         for obs, avail in zip(ts.obs, ts.avail_actions.astype(bool), strict=True):
-            attack = np.flatnonzero(avail[SMAX_FIRST_ATTACK : SMAX_FIRST_ATTACK + n_enemies])
+            attack = np.flatnonzero(avail[N_MOVE_ACTIONS : N_MOVE_ACTIONS + n_enemies])  # attack k is 5 + k
             if attack.size:
-                out.append(SMAX_FIRST_ATTACK + int(attack[np.argmin(obs[health[attack]])]))
+                out.append(N_MOVE_ACTIONS + int(attack[np.argmin(obs[health[attack]])]))
                 continue
             seen = np.flatnonzero(obs[health] > 0)
             if seen.size:
@@ -117,7 +116,7 @@ def smax_focus_fire(env: MultiAgentEnv) -> Policy:
                 if avail[move]:
                     out.append(move)
                     continue
-            out.append(SMAX_STOP if avail[SMAX_STOP] else int(np.flatnonzero(avail)[0]))
+            out.append(STOP_ACTION if avail[STOP_ACTION] else int(np.flatnonzero(avail)[0]))
         return np.array(out, dtype=np.int64)
 
     return act
@@ -129,7 +128,8 @@ def fixed_policy(env: MultiAgentEnv) -> Policy:
     from drigm.envs.cogen import CogenAdapter
     from drigm.envs.evcharging import EVChargingAdapter
 
-    if type(env).__name__ == "SMAXEnv":  # checked by name: importing drigm.envs.smax needs jax
+    smax = sys.modules.get("drigm.envs.smax")  # loaded whenever env is a SMAX battle; importing it needs jax
+    if smax is not None and isinstance(env, smax.SMAXEnv):
         return smax_focus_fire(env)
     if isinstance(env, EVChargingAdapter):
         return evcharging_max_pilot
