@@ -146,6 +146,21 @@ class AgentController(nn.Module):
         """A zero hidden state of shape (batch, N, hidden_size)."""
         return self.agent_ids.new_zeros(batch, self.n_agents, self.hidden_size)
 
+    def init_memory(self, batch: int) -> Tensor:
+        """The acting memory at an episode's start (the zero hidden state); see :meth:`act`."""
+        return self.init_hidden(batch)
+
+    def act(self, obs: Tensor, last_actions: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """One acting step: obs (B, N, obs_dim), previous actions (B, N) int (-1: none) -> utilities, memory.
+
+        The same interface as :meth:`drigm.window_agents.WindowController.act`, so one runner serves both.
+        """
+        last = None
+        if self.cfg.last_action:
+            last = one_hot(last_actions.clamp_min(0), self.n_actions).to(obs.dtype)
+            last = last * (last_actions >= 0).unsqueeze(-1).to(obs.dtype)
+        return self.step(self.build_inputs(obs, last), memory)
+
     def step(self, inputs: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """One step for all agents: inputs (B, N, d), hidden (B, N, H) -> utilities (B, N, n_actions), hidden."""
         B, N = inputs.shape[:2]

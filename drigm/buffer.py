@@ -139,3 +139,151 @@ class EpisodeBuffer:
         self.lengths.zero_()
         self.lengths[:size] = state["lengths"]
         self.index, self.size = int(state["index"]), size
+
+
+class TransitionBuffer:
+    """A FIFO of up to `capacity` transitions (the seed paper's replay); samples transitions uniformly.
+
+    Each transition carries its own window (:func:`drigm.window_agents.transition_windows`): the observations
+    and previous actions of the last `history` steps up to s' (h + 1 positions, left-padded before the
+    episode's first step), so a window never crosses into another episode and survives the eviction of the
+    steps it looks back on. It also holds s and s' (global state), the action masks at s and s', the joint
+    action, the reward and the termination flag. :meth:`sample` returns a batch in the episode layout with
+    T = 1 (index 0 = s, index 1 = s'; ``filled`` = [1, 0]) plus the window fields ``win_obs``,
+    ``win_actions`` and ``win_valid``, so the learner's target code serves both replay modes.
+    """
+
+    def __init__(
+        self, n_agents: int, n_actions: int, obs_dim: int, state_dim: int, capacity: int, history: int
+    ) -> None:
+        if capacity < 1 or history < 1:
+            raise BufferError(f"capacity={capacity} and history={history} must be >= 1")
+        self.capacity, self.history = capacity, history
+        self.shapes = (n_agents, n_actions, obs_dim, state_dim)
+        N, A, O, S, C, h = n_agents, n_actions, obs_dim, state_dim, capacity, history
+        self.data: dict[str, Tensor] = {
+            "win_obs": torch.zeros(C, h + 1, N, O),
+            "win_actions": torch.full((C, h + 1, N), -1, dtype=torch.int64),
+            "win_valid": torch.zeros(C, h + 1, dtype=torch.bool),
+            "state": torch.zeros(C, 2, S),
+            "avail_actions": torch.zeros(C, 2, N, A, dtype=torch.bool),
+            "actions": torch.zeros(C, N, dtype=torch.int64),
+            "reward": torch.zeros(C),
+            "terminated": torch.zeros(C, dtype=torch.bool),
+        }
+        self.version = torch.full((C,), -1, dtype=torch.int64)  # the write count at which each slot was filled
+        self.writes = 0
+        self.index = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def can_sample(self, batch_size: int) -> bool:
+        """True once at least `batch_size` transitions are stored."""
+        return self.size >= batch_size
+
+    def insert(self, episode: dict[str, np.ndarray | Tensor], length: int) -> None:
+        """Store the `length` transitions of one episode (fields as for :meth:`EpisodeBuffer.insert`), oldest first.
+
+        Shapes and non-finite values are refused with the field name; the oldest transitions are overwritten.
+        """
+        from drigm.window_agents import transition_windows
+
+        N, A, O, S = self.shapes
+        want = {
+            "obs": (N, O),
+            "state": (S,),
+            "avail_actions": (N, A),
+            "actions": (N,),
+            "reward": (),
+            "terminated": (),
+        }
+        if length < 1:
+            raise BufferError(f"episode length {length} must be >= 1")
+        x: dict[str, Tensor] = {}
+        for k, shape in want.items():
+            if k not in episode:
+                raise BufferError(f"episode lacks the field {k!r}")
+            v = episode[k]
+            t = v if isinstance(v, Tensor) else torch.as_tensor(np.asarray(v))
+            need = length + 1 if k in ("obs", "state", "avail_actions") else length
+            if tuple(t.shape[1:]) != shape or t.shape[0] < need:
+                raise BufferError(f"field {k!r} has shape {tuple(t.shape)}; expected (>= {need}, *{shape})")
+            if t.is_floating_point() and not torch.isfinite(t[:need]).all():
+                raise BufferError(f"field {k!r} holds NaN or inf")
+            x[k] = t[:need]
+        w_obs, w_act, w_valid = transition_windows(x["obs"].float(), x["actions"].long(), length, self.history)
+        rows = {
+            "win_obs": w_obs,
+            "win_actions": w_act,
+            "win_valid": w_valid,
+            "state": torch.stack([x["state"][:-1], x["state"][1:]], dim=1).float(),
+            "avail_actions": torch.stack([x["avail_actions"][:-1], x["avail_actions"][1:]], dim=1).bool(),
+            "actions": x["actions"].long(),
+            "reward": x["reward"].float(),
+            "terminated": x["terminated"].bool(),
+        }
+        if length > self.capacity:  # only the newest `capacity` transitions survive
+            rows = {k: v[-self.capacity :] for k, v in rows.items()}
+        n = next(iter(rows.values())).shape[0]
+        slots = (self.index + torch.arange(n)) % self.capacity
+        for k, v in rows.items():
+            self.data[k][slots] = v
+        self.version[slots] = self.writes + torch.arange(n)
+        self.writes += n
+        self.index = int((self.index + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Tensor]:
+        """`batch_size` distinct stored transitions, uniformly, in the T = 1 layout (index 0 = s, 1 = s')."""
+        if not self.can_sample(batch_size):
+            raise BufferError(f"cannot sample {batch_size} transitions from a buffer holding {self.size}")
+        idx = torch.from_numpy(rng.choice(self.size, size=batch_size, replace=False))
+        d = {k: v[idx] for k, v in self.data.items()}
+        B = batch_size
+        zeros_b = torch.zeros(B, 1)
+        out = {
+            "win_obs": d["win_obs"],
+            "win_actions": d["win_actions"],
+            "win_valid": d["win_valid"],
+            "state": d["state"],
+            "avail_actions": d["avail_actions"],
+            "actions": torch.stack([d["actions"], torch.zeros_like(d["actions"])], dim=1),
+            "reward": torch.cat([d["reward"].unsqueeze(1), zeros_b], dim=1),
+            "terminated": torch.stack([d["terminated"], torch.zeros_like(d["terminated"])], dim=1),
+            "filled": torch.tensor([True, False]).expand(B, 2).clone(),
+            "slot": idx,  # where each transition sits, and which write filled it (a key for per-slot caches)
+            "version": self.version[idx],
+        }
+        return {k: v.to(device) for k, v in out.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored transitions and counters."""
+        return {
+            "data": {k: v[: self.size].clone() for k, v in self.data.items()},
+            "version": self.version[: self.size].clone(),
+            "writes": self.writes,
+            "index": self.index,
+            "size": self.size,
+            "capacity": self.capacity,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from `state_dict`; raises BufferError when capacity, history or field shapes differ."""
+        for key in ("capacity", "history"):
+            if state.get(key) != getattr(self, key):
+                raise BufferError(f"saved buffer has {key}={state.get(key)}, this buffer has {getattr(self, key)}")
+        if sorted(state["data"]) != sorted(self.data):
+            raise BufferError(f"saved buffer fields {sorted(state['data'])} differ from {sorted(self.data)}")
+        size = int(state["size"])
+        for k, v in state["data"].items():
+            if tuple(v.shape[1:]) != tuple(self.data[k].shape[1:]) or v.shape[0] != size:
+                raise BufferError(f"saved buffer field {k!r} has shape {tuple(v.shape)}")
+            self.data[k][:size] = v
+        self.version[:size] = state["version"]
+        self.writes = int(state["writes"])
+        self.index, self.size = int(state["index"]), size

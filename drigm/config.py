@@ -38,6 +38,10 @@ class ConfigError(ValueError):
     """A configuration key, type or value is invalid; the message names the key."""
 
 
+REPLAY_MODES = ("episodes", "transitions")
+"""``learner.replay``: whole-episode replay, or the seed paper's transition replay with per-transition windows."""
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Small one-hot tabular games: the defaults of the dataclasses below (tuned for them) plus a 10k-step
     # budget and narrow agents; seconds on a laptop CPU. The demo and the learning gates use this preset.
@@ -62,7 +66,12 @@ class EnvConfig:
 
 @dataclass
 class AgentConfig:
-    """Utility networks: body (mlp|gru), width, parameter sharing, agent-id and last-action inputs, MLP history."""
+    """Utility networks: body, width, parameter sharing, agent-id and last-action inputs, window length.
+
+    Bodies: ``mlp`` (over the last ``history`` inputs) and ``gru`` (episode replay); with transition replay
+    (``learner.replay: transitions``) ``mlp`` and ``lstm`` run over a window of ``history`` steps
+    (:mod:`drigm.window_agents`).
+    """
 
     arch: str = "mlp"
     hidden: int = 64
@@ -123,7 +132,12 @@ class LearnerConfig:
 
     The defaults suit small tabular games (Adam 1e-3, a 500-episode buffer, hard target updates every 50
     updates); the seed paper's settings (RMSprop 5e-4, clipping at 10, its TV schedule) are in
-    ``experiments/paper_tv_schedule.yaml``. ``buffer_size`` counts episodes.
+    ``experiments/paper_tv_schedule.yaml``.
+
+    ``replay``: ``episodes`` stores and samples whole episodes (``buffer_size`` and ``batch_size`` count
+    episodes; recurrent agents, SMAX); ``transitions`` is the seed paper's building replay: a FIFO of
+    ``buffer_size`` transitions, batches of ``batch_size`` transitions, each with its own window of the last
+    ``agent.history`` steps (window agents ``mlp`` or ``lstm``). ``grad_clip`` null turns clipping off.
 
     Schedule: every ``update_every`` environment steps one training phase runs ``q_steps`` Q updates,
     each on a fresh batch. The robust target's auxiliary networks are updated before every Q update,
@@ -137,6 +151,7 @@ class LearnerConfig:
     """
 
     gamma: float | None = None
+    replay: str = "episodes"
     td_lambda: float = 0.0
     reward_scale: float = 1.0
     input_norm: bool = False
@@ -144,7 +159,7 @@ class LearnerConfig:
     lr: float = 1e-3
     rms_alpha: float = 0.99
     optim_eps: float = 1e-5
-    grad_clip: float = 10.0
+    grad_clip: float | None = 10.0
     batch_size: int = 32
     buffer_size: int = 500
     update_every: int = 8
@@ -194,6 +209,8 @@ class RunConfig:
     progress: bool = True
     n_envs: int | None = None
     """Episodes collected at once, on batched environments only (smax); None: 16 on smax, 1 elsewhere."""
+    preset: str | None = None
+    """The named preset a protocol built this run from (e.g. 'paper'); None for runs configured by hand."""
 
     def validate(self) -> None:
         """Raise ConfigError naming the key, its value and the allowed range for the first invalid entry."""
@@ -208,16 +225,31 @@ class RunConfig:
         if self.n_envs is not None:
             _check_int("n_envs", self.n_envs, 1, 4096)
         a = self.agent
-        _check_choice("agent.arch", a.arch, ("mlp", "gru"))
+        lr = self.learner
+        _check_choice("learner.replay", lr.replay, REPLAY_MODES)
+        _check_choice("agent.arch", a.arch, ("mlp", "gru", "lstm"))
         _check_int("agent.hidden", a.hidden, 1)
         _check_int("agent.history", a.history, 1)
         if a.arch == "gru" and a.history != 1:
             raise ConfigError(f"agent.history={a.history} applies to arch 'mlp' only; a GRU carries its own history")
+        if lr.replay == "transitions" and a.arch == "gru":
+            raise ConfigError(
+                "agent.arch='gru' needs whole episodes (learner.replay='episodes'); with learner.replay="
+                "'transitions' choose arch 'mlp' or 'lstm' (window agents over agent.history steps)"
+            )
+        if lr.replay == "episodes" and a.arch == "lstm":
+            raise ConfigError(
+                "agent.arch='lstm' is the window agent of learner.replay='transitions'; with episode replay use 'gru'"
+            )
         self.mixer.typed_params()
-        lr = self.learner
         if lr.gamma is not None:
             _check_float("learner.gamma", lr.gamma, 0.0, 1.0, hi_open=True)
         _check_float("learner.td_lambda", lr.td_lambda, 0.0, 1.0)
+        if lr.td_lambda > 0 and lr.replay == "transitions":
+            raise ConfigError(
+                f"learner.td_lambda={lr.td_lambda} needs whole episodes (learner.replay='episodes'); "
+                "transition replay regresses on one-step targets"
+            )
         if lr.td_lambda > 0 and self.target.kind != "none" and self.target.set != "contamination":
             raise ConfigError(
                 f"learner.td_lambda={lr.td_lambda} needs a target affine in V_hat(s') (target.kind 'none', or "
@@ -234,7 +266,8 @@ class RunConfig:
         _check_float("learner.lr", lr.lr, 0.0, math.inf, lo_open=True)
         _check_float("learner.rms_alpha", lr.rms_alpha, 0.0, 1.0, hi_open=True)
         _check_float("learner.optim_eps", lr.optim_eps, 0.0, math.inf, lo_open=True)
-        _check_float("learner.grad_clip", lr.grad_clip, 0.0, math.inf, lo_open=True)
+        if lr.grad_clip is not None:
+            _check_float("learner.grad_clip", lr.grad_clip, 0.0, math.inf, lo_open=True)
         _check_int("learner.batch_size", lr.batch_size, 1)
         _check_int("learner.buffer_size", lr.buffer_size, lr.batch_size)
         _check_int("learner.update_every", lr.update_every, 1)
@@ -272,8 +305,9 @@ class RunConfig:
         """Plain nested data (YAML-safe), with the mixer params fully resolved."""
         d = asdict(self)
         d["mixer"]["params"] = asdict(self.mixer.typed_params())
-        if d["n_envs"] is None:  # unset: omitted, so configs (and sweep config keys) from before it stay valid
-            del d["n_envs"]
+        for key in ("n_envs", "preset"):  # unset: omitted, so configs (and sweep keys) from before them stay valid
+            if d[key] is None:
+                del d[key]
         return d
 
 

@@ -107,7 +107,7 @@ def building_demo(
     if episodes < 2 or test_episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 2 and test_episodes={test_episodes} >= 1")
     start = time.perf_counter()
-    proto = load_protocol("building-seasonal", "reduced")
+    proto = load_protocol("building-seasonal", "reduced", preset="drigm")
     assert proto.score is not None
     steps = episodes * 288
     seeds = test_episode_seeds(proto.eval_seed, test_episodes)

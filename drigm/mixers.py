@@ -118,11 +118,17 @@ class VDNMixer(Mixer):
 # ===== QMIX =======================================================================================
 @dataclass(frozen=True)
 class QMixParams:
-    """QMIX sizes: mixing width, hypernetwork depth (1 or 2) and its hidden width."""
+    """QMIX sizes: mixing width, hypernetwork depth (1 or 2) and its hidden width.
+
+    ``hypernet_gain``: when set, the weight matrices of the hypernetworks that make the mixing weights start
+    Xavier-uniform with this gain (a small gain starts Q_tot near a plain sum of small terms, as the seed
+    paper's building QMIX does); None keeps PyTorch's default initialisation.
+    """
 
     embed_dim: int = 32
     hypernet_layers: int = 2
     hypernet_embed: int = 64
+    hypernet_gain: float | None = None
 
     def validate(self) -> None:
         """Raise MixerError naming the field when a size is out of range."""
@@ -132,6 +138,8 @@ class QMixParams:
             raise MixerError(f"mixer.params.hypernet_layers={self.hypernet_layers} must be 1 or 2")
         if self.hypernet_embed < 1:
             raise MixerError(f"mixer.params.hypernet_embed={self.hypernet_embed} must be >= 1")
+        if self.hypernet_gain is not None and not 0.0 < self.hypernet_gain < float("inf"):
+            raise MixerError(f"mixer.params.hypernet_gain={self.hypernet_gain!r} must be a finite number > 0")
 
 
 def _hypernet(in_dim: int, out_dim: int, layers: int, hidden: int) -> nn.Module:
@@ -153,6 +161,11 @@ class QMixer(Mixer):
         self.hyper_b1 = nn.Linear(state_dim, E)
         self.hyper_w2 = _hypernet(state_dim, E, L, H)
         self.hyper_b2 = nn.Sequential(nn.Linear(state_dim, E), nn.ReLU(), nn.Linear(E, 1))
+        if params.hypernet_gain is not None:
+            for net in (self.hyper_w1, self.hyper_w2):
+                for m in net.modules():
+                    if isinstance(m, nn.Linear):
+                        nn.init.xavier_uniform_(m.weight, gain=params.hypernet_gain)
 
     def forward(self, chosen: Tensor, state: Tensor, actions_onehot: Tensor) -> Tensor:
         lead = chosen.shape[:-1]

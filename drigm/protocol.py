@@ -15,8 +15,13 @@ unknown keys refused by name):
 - ``set_overrides`` / ``algo_overrides``: run-config data merged for robust runs of a set / runs of an algo;
 - ``eval_episodes`` (per test environment) and ``eval_seed`` (the seed of the test episodes' seeds, shared by
   every method and training seed, so all methods meet the same test episodes);
+- ``test_seeds``: an explicit list of test-episode env seeds (duplicates kept, each counted in the mean), used
+  instead of ``eval_episodes`` seeds drawn from ``eval_seed`` (the paper's 50 building test days);
 - ``score``: ``{offset, scale, label}``: a normalised score ``(return + offset) / scale`` is reported;
-- ``paper``: ``{shift, metric, rows: {method: {algo: [mean, standard error]}}}``: reported numbers to compare with.
+- ``paper``: ``{shift, metric, rows: {method: {algo: [mean, standard error]}}}``: reported numbers to compare with;
+- ``presets``: ``{NAME: {...}}``, named training setups, each deep-merged (its own ``scales`` included) over the
+  protocol's keys before the scale is; ``preset``: the one used when none is asked for. The chosen preset's
+  name is recorded in every job's config (``RunConfig.preset``) and in the results path.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from drigm.config import ConfigError, RunConfig, build_config, deep_merge, load_yaml
 from drigm.mixers import MIXERS
@@ -53,8 +60,11 @@ PROTOCOL_KEYS = (
     "eval_seed",
     "score",
     "paper",
+    "test_seeds",
+    "presets",
+    "preset",
 )
-_SCALED_KEYS = tuple(k for k in PROTOCOL_KEYS if k not in ("name", "scales"))
+_SCALED_KEYS = tuple(k for k in PROTOCOL_KEYS if k not in ("name", "scales", "presets", "preset"))
 
 
 class ProtocolError(ConfigError):
@@ -119,6 +129,20 @@ class Protocol:
     eval_seed: int = 0
     score: Score | None = None
     paper: dict[str, Any] | None = None
+    preset: str | None = None
+    explicit_test_seeds: list[int] | None = None
+
+    @property
+    def label(self) -> str:
+        """``scale`` or ``preset/scale``: how results of this protocol at this preset and scale are filed."""
+        return self.scale if self.preset is None else f"{self.preset}/{self.scale}"
+
+    def test_seeds(self) -> list[int]:
+        """The env seeds of the test episodes, the same for every method and training seed: the protocol's
+        explicit ``test_seeds``, or ``eval_episodes`` seeds drawn from ``eval_seed``."""
+        if self.explicit_test_seeds is not None:
+            return list(self.explicit_test_seeds)
+        return test_episode_seeds(self.eval_seed, self.eval_episodes)
 
     def rho_of(self, set_name: str, algo: str) -> float:
         """The protocol's rho for (set, algo); ProtocolError naming both when it has none."""
@@ -156,6 +180,8 @@ class Protocol:
         else:
             tgt = {"kind": "none"}
         data = deep_merge(data, {"mixer": {"name": job.algo}, "target": tgt, "seed": job.seed})
+        if self.preset is not None:
+            data["preset"] = self.preset
         try:
             return build_config(data)
         except ConfigError as exc:
@@ -175,6 +201,12 @@ def config_key(cfg: RunConfig) -> str:
 def protocol_names(directory: Path = PROTOCOL_DIR) -> list[str]:
     """The named protocols available in `directory` (YAML files not starting with '_'), sorted."""
     return sorted(p.stem for p in Path(directory).glob("*.yaml") if not p.name.startswith("_"))
+
+
+def protocol_presets(name_or_path: str | Path, directory: Path = PROTOCOL_DIR) -> list[str]:
+    """The names of a protocol's presets (``presets`` keys, inherited ones included), in file order; [] if none."""
+    data = load_yaml(resolve_protocol_path(name_or_path, directory))
+    return list(_mapping(data.get("presets"), "presets"))
 
 
 def resolve_protocol_path(name_or_path: str | Path, directory: Path = PROTOCOL_DIR) -> Path:
@@ -208,14 +240,49 @@ def _str_list(v: Any, key: str) -> list[str]:
     return list(v)
 
 
+def _resolve_preset(presets: dict[str, Any], name: str, where: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The overlay of preset `name`, with ``extends: OTHER`` (another preset it starts from) resolved."""
+    if name in seen:
+        raise ProtocolError(f"protocol {where!r}: presets extend each other in a cycle: {' -> '.join((*seen, name))}")
+    if name not in presets:
+        raise ProtocolError(f"protocol {where!r}: preset {name!r} is not one of its presets {sorted(presets)}")
+    over = _mapping(presets[name], f"presets.{name}")
+    parent = over.pop("extends", None)
+    bad = sorted(set(over) - set(_SCALED_KEYS) - {"scales"})
+    if bad:
+        raise ProtocolError(f"protocol {where!r}: presets.{name} has key(s) {bad}")
+    if parent is None:
+        return over
+    return deep_merge(_resolve_preset(presets, str(parent), where, (*seen, name)), over)
+
+
+def _test_seeds(v: Any, name: str) -> list[int] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or not v or not all(type(x) is int and x >= 0 for x in v):
+        raise ProtocolError(f"protocol {name!r}: test_seeds={v!r} must be a non-empty list of integers >= 0")
+    return list(v)
+
+
 def _int(v: Any, key: str, lo: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
         raise ProtocolError(f"protocol key {key}={v!r} must be an integer >= {lo}")
     return v
 
 
-def load_protocol(name_or_path: str | Path, scale: str = "full", directory: Path = PROTOCOL_DIR) -> Protocol:
-    """Load, merge the `scale` section and validate a protocol; ProtocolError names the bad key or value."""
+def test_episode_seeds(eval_seed: int, episodes: int) -> list[int]:
+    """The env seeds of the test episodes: a pure function of the protocol's eval_seed (same for every method)."""
+    return [int(np.random.SeedSequence([eval_seed, 0x7E57, k]).generate_state(1)[0]) for k in range(episodes)]
+
+
+def load_protocol(
+    name_or_path: str | Path, scale: str = "full", directory: Path = PROTOCOL_DIR, preset: str | None = None
+) -> Protocol:
+    """Load, merge the `preset` and `scale` sections and validate a protocol; ProtocolError names the bad key.
+
+    `preset` None picks the protocol's default preset (its ``preset`` key); a protocol without presets refuses
+    any preset name.
+    """
     path = resolve_protocol_path(name_or_path, directory)
     if scale not in SCALES:
         raise ProtocolError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
@@ -225,6 +292,15 @@ def load_protocol(name_or_path: str | Path, scale: str = "full", directory: Path
         raise ProtocolError(
             f"protocol {str(path)!r}: unknown key(s) {unknown}; allowed keys: {', '.join(PROTOCOL_KEYS)}"
         )
+    presets = _mapping(data.pop("presets", None), "presets")
+    default_preset = data.pop("preset", None)
+    chosen = preset if preset is not None else default_preset
+    if presets or chosen is not None:
+        if chosen not in presets:
+            raise ProtocolError(
+                f"protocol {str(path)!r}: preset={chosen!r} is not one of its presets {sorted(presets) or '(none)'}"
+            )
+        data = deep_merge(data, _resolve_preset(presets, chosen, str(path)))
     scales = _mapping(data.pop("scales", None), "scales")
     bad_scales = sorted(set(scales) - set(SCALES))
     if bad_scales:
@@ -302,7 +378,11 @@ def load_protocol(name_or_path: str | Path, scale: str = "full", directory: Path
         eval_seed=_int(data.get("eval_seed", 0), "eval_seed", 0),
         score=score,
         paper=paper,
+        preset=chosen,
+        explicit_test_seeds=_test_seeds(data.get("test_seeds"), name),
     )
+    if proto.explicit_test_seeds is not None:
+        proto.eval_episodes = len(proto.explicit_test_seeds)
     # every default job must build: typos in the run config surface at load time, not in a worker
     for job in proto.jobs(proto.algos, proto.targets, [s for s in proto.sets if s in proto.rho], proto.seeds[:1]):
         proto.job_config(job)

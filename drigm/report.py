@@ -90,10 +90,12 @@ class Collected:
         return [j.seed for j in self.requested if j.method == method]
 
 
-def detect_scale(protocol: str, out_root: Path) -> str:
-    """The only scale with results for `protocol` under `out_root`; ConfigError when none or several."""
-    name = load_protocol(protocol).name
-    found = [s for s in SCALES if (result_dir(out_root, name, s) / "sweep.json").is_file()]
+def detect_scale(protocol: str, out_root: Path, preset: str | None = None) -> str:
+    """The only scale with results for `protocol` (at `preset`) under `out_root`; ConfigError when none or several."""
+    proto = load_protocol(protocol, preset=preset)
+    name = proto.name
+    prefix = "" if proto.preset is None else f"{proto.preset}/"
+    found = [s for s in SCALES if (result_dir(out_root, name, prefix + s) / "sweep.json").is_file()]
     if not found:
         raise ConfigError(f"no sweep results for protocol {name!r} under {str(out_root)!r}; run `drigm sweep` first")
     if len(found) > 1:
@@ -103,10 +105,10 @@ def detect_scale(protocol: str, out_root: Path) -> str:
     return found[0]
 
 
-def collect(protocol: str, out_root: Path, scale: str) -> Collected:
+def collect(protocol: str, out_root: Path, scale: str, preset: str | None = None) -> Collected:
     """Load every requested job's results (sweep.json), classifying the rest as missing, failed or stale."""
-    proto = load_protocol(protocol, scale)
-    manifest = result_dir(out_root, proto.name, scale) / "sweep.json"
+    proto = load_protocol(protocol, scale, preset=preset)
+    manifest = result_dir(out_root, proto.name, proto.label) / "sweep.json"
     if not manifest.is_file():
         raise ConfigError(f"{str(manifest)!r} does not exist: no sweep of {proto.name!r} at scale {scale!r} was run")
     try:
@@ -116,7 +118,7 @@ def collect(protocol: str, out_root: Path, scale: str) -> Collected:
         raise ConfigError(f"{str(manifest)!r} is malformed: {exc}") from exc
     col = Collected(proto, jobs)
     for job in jobs:
-        path = result_path(out_root, proto.name, scale, job)
+        path = result_path(out_root, proto.name, proto.label, job)
         err = path.with_suffix(".error.txt")
         if is_finished(path, proto, job):
             col.results.setdefault(job.method, {})[job.seed] = json.loads(path.read_text())
@@ -181,7 +183,7 @@ def _describe_scale(col: Collected) -> str:
     ep_len = max((max(t["lengths"]) for t in some["tests"].values()), default=0)
     eps = f" (about {c['steps'] / ep_len:.0f} episodes of {ep_len} steps)" if ep_len else ""
     lc = c["learner"]
-    full_steps = load_protocol(proto.path, "full").run.get("steps")
+    full_steps = load_protocol(proto.path, "full", preset=proto.preset).run.get("steps")
     of_full = (
         f" = {100 * c['steps'] / full_steps:.1f}% of the full-scale protocol's {full_steps}"
         if proto.scale != "full" and isinstance(full_steps, int)
@@ -366,16 +368,29 @@ def report(
     out_root: Path = DEFAULT_OUT,
     results_root: Path = DEFAULT_RESULTS,
     scale: str | None = None,
+    preset: str | None = None,
 ) -> dict[str, Any]:
-    """Write results.md, summary.json, ood.png and learning_curves.png for a protocol; return the summary."""
+    """Write results.md, summary.json, ood.png and learning_curves.png for a protocol; return the summary.
+
+    They go to ``results_root/<protocol>/`` (``results_root/<protocol>/<preset>/`` for a protocol with presets).
+    """
     out_root = Path(out_root).resolve()
-    scale = scale or detect_scale(str(protocol), out_root)
-    col = collect(str(protocol), out_root, scale)
+    scale = scale or detect_scale(str(protocol), out_root, preset)
+    col = collect(str(protocol), out_root, scale, preset)
     proto = col.proto
     dest = Path(results_root) / proto.name
+    if proto.preset is not None:
+        dest = dest / proto.preset
     metrics = metrics_of(col)
     tests = [t.name for t in proto.tests] + ([AVERAGE] if len(proto.tests) > 1 else [])
-    summary: dict[str, Any] = {"protocol": proto.name, "scale": scale, "metrics": {}, "missing": [], "failed": []}
+    summary: dict[str, Any] = {
+        "protocol": proto.name,
+        "scale": scale,
+        "preset": proto.preset,
+        "metrics": {},
+        "missing": [],
+        "failed": [],
+    }
     md = [
         f"# {proto.name}: results",
         "",
@@ -449,6 +464,7 @@ def report_parser(prog: str = "drigm report") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Aggregate a protocol's sweep results over seeds.")
     p.add_argument("protocol", help="a protocol name (experiments/protocols/NAME.yaml) or a path")
     p.add_argument("--scale", choices=SCALES, default=None, help="default: the only scale with results")
+    p.add_argument("--preset", default=None, help="a named training preset of the protocol (default: its own)")
     p.add_argument("--out-root", type=Path, default=DEFAULT_OUT, help="the sweep's root (default experiments/runs)")
     p.add_argument("--results-root", type=Path, default=DEFAULT_RESULTS, help="default experiments/results")
     return p
@@ -458,7 +474,7 @@ def report_main(argv: list[str]) -> int:
     """``drigm report PROTOCOL``: 0 when the report is complete, 1 when runs are missing/failed, 2 on errors."""
     args = report_parser().parse_args(argv)
     try:
-        s = report(args.protocol, args.out_root, args.results_root, args.scale)
+        s = report(args.protocol, args.out_root, args.results_root, args.scale, args.preset)
     except ConfigError as exc:
         print(f"drigm report: error: {exc}", file=sys.stderr)
         return 2

@@ -29,13 +29,14 @@ from scipy import stats as sps
 from tqdm import tqdm
 
 from drigm.agents import AgentController, masked_argmax
-from drigm.buffer import EpisodeBuffer, marl_scheme
+from drigm.buffer import EpisodeBuffer, TransitionBuffer, marl_scheme
 from drigm.checkpoint import CheckpointError, atomic_write_bytes, check_meta, load_checkpoint, save_checkpoint
 from drigm.config import CONFIG_FILE, ConfigError, RunConfig, build_config, load_yaml, save_config
 from drigm.envs.base import MultiAgentEnv, make_env
 from drigm.envs.tabular import TabularEnv
 from drigm.learner import Learner, resolve_device
 from drigm.runner import BatchedRunner, Episode, EpisodeRunner
+from drigm.window_agents import WindowController
 from reference.bellman import evaluate_under_kernel, policy_evaluation, value_iteration
 from reference.sets import UncertaintySet, make_set
 
@@ -74,6 +75,11 @@ def batched_env_count(cfg: RunConfig, env: MultiAgentEnv) -> int | None:
     """
     n = cfg.n_envs
     if callable(getattr(env, "batched", None)):
+        if cfg.learner.replay == "transitions":
+            raise ConfigError(
+                f"learner.replay='transitions' runs one environment at a time; {cfg.env.name!r} is collected in "
+                "batches of whole episodes: use learner.replay='episodes' there"
+            )
         return SMAX_DEFAULT_N_ENVS if n is None else n
     if n is not None and n != 1:
         raise ConfigError(
@@ -193,11 +199,24 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.learner = Learner(cfg, env.n_agents, env.n_actions, env.obs_dim, env.state_dim, self.gamma, self.device)
         self.training = training
-        self.buffer = EpisodeBuffer(
-            marl_scheme(env.n_agents, env.n_actions, env.obs_dim, env.state_dim),
-            capacity=cfg.learner.buffer_size if training else 1,
-            max_seq_length=env.episode_limit + 1,
-        )
+        self.buffer: EpisodeBuffer | TransitionBuffer
+        if cfg.learner.replay == "transitions":
+            self.buffer = TransitionBuffer(
+                env.n_agents,
+                env.n_actions,
+                env.obs_dim,
+                env.state_dim,
+                capacity=cfg.learner.buffer_size if training else 1,
+                history=cfg.agent.history,
+            )
+        else:
+            self.buffer = EpisodeBuffer(
+                marl_scheme(env.n_agents, env.n_actions, env.obs_dim, env.state_dim),
+                capacity=cfg.learner.buffer_size if training else 1,
+                max_seq_length=env.episode_limit + 1,
+            )
+        if isinstance(self.buffer, TransitionBuffer):
+            self.learner.attach_target_cache(self.buffer.capacity)
         self.runner = EpisodeRunner(env, self.learner.controller, self.device)
         self.eval_runner = EpisodeRunner(self.eval_env, self.learner.controller, self.device)
         # batched environments (smax): B battles per step for training and evaluation, one compiled step for both
@@ -401,17 +420,17 @@ def robust_optimality_tolerance(v_star: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def decentralised_greedy_policy(controller: AgentController, env: TabularEnv) -> np.ndarray:
+def decentralised_greedy_policy(controller: AgentController | WindowController, env: TabularEnv) -> np.ndarray:
     """(S, N) int array: in each state, each agent's argmax of its own utility given its observation there.
 
     Agents with memory (GRU, last action, MLP history) are queried at the start of an episode: zero
     hidden state and no previous action.
     """
     S = env.game.n_states
-    device = controller.agent_ids.device
+    device = next(controller.parameters()).device
     obs = torch.as_tensor(np.stack([env.observations_of(s) for s in range(S)]), device=device)
-    last = torch.zeros(S, env.n_agents, env.n_actions, device=device)
-    q, _ = controller.step(controller.build_inputs(obs, last), controller.init_hidden(S))
+    last = torch.full((S, env.n_agents), -1, dtype=torch.int64, device=device)
+    q, _ = controller.act(obs, last, controller.init_memory(S))
     avail = torch.as_tensor(np.stack([env.avail_actions_of(s) for s in range(S)]), device=device)
     return masked_argmax(q, avail).cpu().numpy().astype(np.int64)
 

@@ -19,6 +19,7 @@ from torch.nn.functional import one_hot
 
 from drigm.agents import AgentController, epsilon_greedy
 from drigm.envs.base import MultiAgentEnv
+from drigm.window_agents import WindowController
 
 
 @dataclass
@@ -34,7 +35,9 @@ class Episode:
 class EpisodeRunner:
     """Runs whole episodes of `env` with the controller's utilities (epsilon-greedy, action masks respected)."""
 
-    def __init__(self, env: MultiAgentEnv, controller: AgentController, device: torch.device) -> None:
+    def __init__(
+        self, env: MultiAgentEnv, controller: AgentController | WindowController, device: torch.device
+    ) -> None:
         self.env = env
         self.controller = controller
         self.device = device
@@ -51,22 +54,20 @@ class EpisodeRunner:
         reward = np.zeros(limit + 1, dtype=np.float32)
         terminated = np.zeros(limit + 1, dtype=bool)
         ts = env.reset(seed=seed)
-        hidden = ctrl.init_hidden(1)
-        last = torch.zeros(1, N, A, device=self.device)
+        memory = ctrl.init_memory(1)
+        last = torch.full((1, N), -1, dtype=torch.int64, device=self.device)
         total, t, truncated = 0.0, 0, False
         while True:
             obs[t], state[t], avail[t] = ts.obs, ts.state, ts.avail_actions
             if not avail[t].any(axis=-1).all():
                 raise RuntimeError(f"the environment offers no available action to some agent at step {t}")
-            inputs = ctrl.build_inputs(torch.as_tensor(ts.obs, device=self.device).unsqueeze(0), last)
-            q, hidden = ctrl.step(inputs, hidden)
+            q, memory = ctrl.act(torch.as_tensor(ts.obs, device=self.device).unsqueeze(0), last, memory)
             acts = epsilon_greedy(q[0].cpu().numpy(), avail[t], epsilon, rng)
             ts = env.step(acts)
             actions[t], reward[t], terminated[t] = acts, ts.reward, ts.terminated
             total += float(ts.reward)
             t += 1
-            if ctrl.cfg.last_action:
-                last = one_hot(torch.as_tensor(acts, device=self.device), A).float().unsqueeze(0)
+            last = torch.as_tensor(acts, device=self.device).unsqueeze(0)
             if ts.terminated or ts.truncated or t >= limit:
                 truncated = not ts.terminated
                 break

@@ -48,7 +48,16 @@ import numpy as np
 from drigm.checkpoint import atomic_write_bytes
 from drigm.config import ConfigError, RunConfig
 from drigm.envs.base import MultiAgentEnv, TimeStep, make_env
-from drigm.protocol import SCALES, Job, Protocol, ProtocolError, TestEnv, config_key, load_protocol
+from drigm.protocol import (
+    SCALES,
+    Job,
+    Protocol,
+    ProtocolError,
+    TestEnv,
+    config_key,
+    load_protocol,
+    test_episode_seeds,  # noqa: F401  (re-exported: demo, baselines and benchmarks import it from here)
+)
 from reference.atomic_io import atomic_write_json
 
 RESULT_FORMAT = "drigm-sweep-result/1"
@@ -68,14 +77,15 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
-def result_dir(out_root: Path, protocol: str, scale: str) -> Path:
-    """Where a protocol's results at one scale live: ``out_root/<protocol>/<scale>``."""
-    return Path(out_root) / _slug(protocol) / scale
+def result_dir(out_root: Path, protocol: str, label: str) -> Path:
+    """Where a protocol's results at one scale live: ``out_root/<protocol>/<label>``, the label being the scale
+    or ``preset/scale`` (:attr:`drigm.protocol.Protocol.label`)."""
+    return Path(out_root) / _slug(protocol) / label
 
 
-def result_path(out_root: Path, protocol: str, scale: str, job: Job) -> Path:
+def result_path(out_root: Path, protocol: str, label: str, job: Job) -> Path:
     """The results file of one job."""
-    return result_dir(out_root, protocol, scale) / job.method / f"seed{job.seed}.json"
+    return result_dir(out_root, protocol, label) / job.method / f"seed{job.seed}.json"
 
 
 def train_dir(out_root: Path, job: Job, cfg: RunConfig) -> Path:
@@ -94,6 +104,9 @@ class JobSpec:
     job: Job
     out_root: str
     progress: bool = False
+    preset: str | None = None
+    also: tuple[str, ...] = ()
+    """Paths of further protocols that share this job's training and are evaluated with the same run."""
 
 
 class _Recorder(MultiAgentEnv):
@@ -122,11 +135,6 @@ class _Recorder(MultiAgentEnv):
 
     def close(self) -> None:
         self.env.close()
-
-
-def test_episode_seeds(eval_seed: int, episodes: int) -> list[int]:
-    """The env seeds of the test episodes: a pure function of the protocol's eval_seed (same for every method)."""
-    return [int(np.random.SeedSequence([eval_seed, 0x7E57, k]).generate_state(1)[0]) for k in range(episodes)]
 
 
 def make_test_env(env_data: dict[str, Any]) -> MultiAgentEnv:
@@ -158,12 +166,18 @@ def evaluate_on(trainer: Any, test: TestEnv, seeds: list[int], score: Any) -> di
         returns: list[float] = []
         won: list[bool] = []
         lengths: list[int] = []
+        played: dict[int, tuple[float, int, bool | None]] = {}
         for s in seeds:
-            ep = runner.run(s, 0.0, rng)
-            returns.append(float(ep.episode_return))
-            lengths.append(int(ep.length))
-            if "won" in rec.last_info:
-                won.append(bool(rec.last_info["won"]))
+            # a greedy episode is a pure function of its env seed: a repeated seed (the paper's test days repeat
+            # some days) is played once and counted as often as it is listed
+            if s not in played:
+                ep = runner.run(s, 0.0, rng)
+                played[s] = (float(ep.episode_return), int(ep.length), rec.last_info.get("won"))
+            ret, length, w = played[s]
+            returns.append(ret)
+            lengths.append(length)
+            if w is not None:
+                won.append(bool(w))
     finally:
         env.close()
     out: dict[str, Any] = {"env": test.env, "seeds": seeds, "returns": returns, "lengths": lengths}
@@ -240,56 +254,100 @@ def train_job(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         return summary
 
 
+def _protocols_of(spec: JobSpec) -> list[Protocol]:
+    """The spec's protocol and the ones evaluated beside it (``also``), loaded at the spec's scale and preset."""
+    return [load_protocol(p, spec.scale, preset=spec.preset) for p in (spec.protocol_path, *spec.also)]
+
+
 def run_job(spec: JobSpec) -> dict[str, Any]:
-    """Train (or resume, or reuse) one job, evaluate it on every test environment, write its results atomically."""
+    """Train (or resume, or reuse) one job once, evaluate it on the test environments of its protocol and of every
+    protocol in ``spec.also`` (which share its training config), and write each protocol's results atomically."""
     from drigm.run import load_run
 
-    proto = load_protocol(spec.protocol_path, spec.scale)
+    protos = _protocols_of(spec)
     job = spec.job
-    cfg = proto.job_config(job)
+    cfg = protos[0].job_config(job)
+    key = config_key(cfg)
+    for other in protos[1:]:
+        if config_key(other.job_config(job)) != key:
+            raise ProtocolError(
+                f"protocols {protos[0].name!r} and {other.name!r} train {job.method} seed {job.seed} differently "
+                "(their resolved run configs differ), so one run cannot serve both"
+            )
     tdir = train_dir(Path(spec.out_root), job, cfg)
     cfg = replace(cfg, out=str(tdir), progress=spec.progress)
-    out_path = result_path(Path(spec.out_root), proto.name, proto.scale, job)
-    err_path = out_path.with_suffix(".error.txt")
+    paths = [result_path(Path(spec.out_root), p.name, p.label, job) for p in protos]
+    err_paths = [p.with_suffix(".error.txt") for p in paths]
     start = time.perf_counter()
+    results: list[dict[str, Any]] = []
     try:
         summary = train_job(cfg, tdir)
         trainer, info = load_run(tdir, device="cpu")
-        seeds = test_episode_seeds(proto.eval_seed, proto.eval_episodes)
-        tests = {}
         try:
-            for t in proto.tests:
-                try:
-                    tests[t.name] = evaluate_on(trainer, t, seeds, proto.score)
-                except IncompatibleTestEnvError as exc:  # recorded and reported; the other test envs still count
-                    tests[t.name] = {"env": t.env, "incompatible": str(exc)}
+            for proto in protos:
+                t0 = time.perf_counter()
+                seeds = proto.test_seeds()
+                tests = {}
+                for t in proto.tests:
+                    try:
+                        tests[t.name] = evaluate_on(trainer, t, seeds, proto.score)
+                    except IncompatibleTestEnvError as exc:  # recorded and reported; the other test envs still count
+                        tests[t.name] = {"env": t.env, "incompatible": str(exc)}
+                results.append(_result(proto, job, cfg, tdir, summary, info, tests, time.perf_counter() - t0))
         finally:
             trainer.env.close()
             trainer.eval_env.close()
     except Exception:
-        atomic_write_bytes(err_path, traceback.format_exc().encode())
+        for err in err_paths:
+            atomic_write_bytes(err, traceback.format_exc().encode())
         raise
-    result = {
+    seconds = time.perf_counter() - start
+    for path, err, result in zip(paths, err_paths, results, strict=True):
+        result["seconds"] = seconds
+        _write_json(path, result)
+        err.unlink(missing_ok=True)
+    return {"path": str(paths[0]), "method": job.method, "seed": job.seed, "resumed": summary.get("resumed", False)}
+
+
+def _result(
+    proto: Protocol,
+    job: Job,
+    cfg: RunConfig,
+    tdir: Path,
+    summary: dict[str, Any],
+    info: dict[str, Any],
+    tests: dict[str, Any],
+    eval_seconds: float,
+) -> dict[str, Any]:
+    """The results record of one job on one protocol (the format that :func:`is_finished` validates)."""
+    return {
         "format": RESULT_FORMAT,
         "protocol": proto.name,
         "scale": proto.scale,
+        "preset": proto.preset,
         "method": job.method,
         "job": asdict(job),
         "config_key": config_key(cfg),
         "config": cfg.to_dict(),
-        "train_dir": str(tdir),
-        "train": {**summary, "t_env": info["t_env"], "updates": info["updates"]},
+        "train_dir": _portable(tdir),
+        "train": {**summary, "run_dir": _portable(tdir), "t_env": info["t_env"], "updates": info["updates"]},
         "curve": read_curve(tdir),
         "eval_episodes": proto.eval_episodes,
         "eval_seed": proto.eval_seed,
+        "test_seeds": proto.test_seeds(),
         "score_label": proto.score.label if proto.score is not None else None,
         "tests": tests,
-        "seconds": time.perf_counter() - start,
+        "eval_seconds": eval_seconds,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _write_json(out_path, result)
-    err_path.unlink(missing_ok=True)
-    return {"path": str(out_path), "method": job.method, "seed": job.seed, "resumed": summary.get("resumed", False)}
+
+
+def _portable(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (results files are committed and moved)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def is_finished(path: Path, proto: Protocol, job: Job) -> bool:
@@ -307,7 +365,8 @@ def is_finished(path: Path, proto: Protocol, job: Job) -> bool:
             and r["job"]["seed"] == job.seed
             and r["config_key"] == config_key(proto.job_config(job))
             and r["eval_episodes"] == proto.eval_episodes
-            and r["eval_seed"] == proto.eval_seed
+            and r.get("test_seeds", proto.test_seeds()) == proto.test_seeds()
+            and r.get("preset") == proto.preset
             and list(r["tests"]) == [t.name for t in proto.tests]
             and all(r["tests"][t.name]["env"] == t.env for t in proto.tests)
             and all(
@@ -440,12 +499,19 @@ def _update_manifest(path: Path, proto: Protocol, jobs: list[Job]) -> None:
     seen = {(j["method"], j["seed"]) for j in old}
     new = old + [{"method": j.method, **asdict(j)} for j in jobs if (j.method, j.seed) not in seen]
     _write_json(
-        path, {"protocol": proto.name, "scale": proto.scale, "tests": [t.name for t in proto.tests], "jobs": new}
+        path,
+        {
+            "protocol": proto.name,
+            "scale": proto.scale,
+            "preset": proto.preset,
+            "tests": [t.name for t in proto.tests],
+            "jobs": new,
+        },
     )
 
 
 def sweep(
-    protocol: str | Path,
+    protocol: str | Path | Sequence[str | Path],
     algos: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
     sets: Sequence[str] | None = None,
@@ -456,29 +522,57 @@ def sweep(
     scale: str = "full",
     ray_address: str | None = None,
     progress: bool = True,
+    preset: str | None = None,
 ) -> SweepSummary:
-    """Run every unfinished job of the protocol (None = the protocol's defaults); finished ones are skipped."""
+    """Run every unfinished job of the protocol (None = the protocol's defaults); finished ones are skipped.
+
+    Several protocols (a list, or names joined by commas) must share their training configs: each job then
+    trains once and is evaluated on every protocol's tests; its jobs (algos, sets, seeds) are the first one's.
+    A job is finished when every protocol's results file for it is.
+    """
     if backend not in BACKENDS:
         raise ProtocolError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     if workers is not None and workers < 1:
         raise ProtocolError(f"workers={workers!r} must be >= 1")
-    proto = load_protocol(protocol, scale)
+    names = _csv(protocol) if isinstance(protocol, str) else [protocol] if isinstance(protocol, Path) else protocol
+    if not names:
+        raise ProtocolError("no protocol given")
+    protos = [load_protocol(p, scale, preset=preset) for p in names]
+    proto = protos[0]
     jobs = proto.jobs(
         list(algos or proto.algos), list(targets or proto.targets), list(sets or proto.sets), _seed_list(proto, seeds)
     )
+    for other in protos[1:]:
+        for j in jobs:
+            if config_key(other.job_config(j)) != config_key(proto.job_config(j)):
+                raise ProtocolError(
+                    f"protocols {proto.name!r} and {other.name!r} train {j.method} seed {j.seed} differently "
+                    f"(scale {scale}, preset {proto.preset}); sweep them separately"
+                )
     out_root = Path(out_root).resolve()
-    rdir = result_dir(out_root, proto.name, proto.scale)
-    rdir.mkdir(parents=True, exist_ok=True)
-    _update_manifest(rdir / "sweep.json", proto, jobs)
-    todo = [j for j in jobs if not is_finished(result_path(out_root, proto.name, proto.scale, j), proto, j)]
-    specs = [JobSpec(proto.name, str(proto.path.resolve()), proto.scale, j, str(out_root)) for j in todo]
+    for p in protos:
+        rdir = result_dir(out_root, p.name, p.label)
+        rdir.mkdir(parents=True, exist_ok=True)
+        _update_manifest(rdir / "sweep.json", p, jobs)
+    rdir = result_dir(out_root, proto.name, proto.label)
+    todo = [j for j in jobs if not all(is_finished(result_path(out_root, p.name, p.label, j), p, j) for p in protos)]
+    # seed-major order: every method's first seed before any method's second, so a sweep stopped part-way
+    # leaves comparable methods (the sort is stable: methods keep their order within a seed)
+    seed_rank = {seed: i for i, seed in enumerate(dict.fromkeys(j.seed for j in jobs))}
+    todo.sort(key=lambda j: seed_rank[j.seed])
+    also = tuple(str(p.path.resolve()) for p in protos[1:])
+    specs = [
+        JobSpec(proto.name, str(proto.path.resolve()), proto.scale, j, str(out_root), preset=proto.preset, also=also)
+        for j in todo
+    ]
     from tqdm import tqdm
 
     start = time.perf_counter()
     n_workers = max(1, min(workers or (os.cpu_count() or 1), len(specs) or 1))
     print(
-        f"sweep {proto.name} ({proto.scale} scale): {len(jobs)} jobs, {len(jobs) - len(todo)} finished, "
-        f"{len(todo)} to run on {backend} with {n_workers} worker(s); results under {rdir}",
+        f"sweep {', '.join(p.name for p in protos)} ({proto.label}): {len(jobs)} jobs, {len(jobs) - len(todo)} "
+        f"finished, {len(todo)} to run on {backend} with {n_workers} worker(s); results under "
+        f"{', '.join(str(result_dir(out_root, p.name, p.label)) for p in protos)}",
         flush=True,
     )
     failures: list[tuple[JobSpec, str]] = []
@@ -517,7 +611,11 @@ def _seeds_arg(text: str) -> int | list[int]:
 def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
     """The argument parser of ``drigm sweep``."""
     p = argparse.ArgumentParser(prog=prog, description="Train and evaluate every combination of a named protocol.")
-    p.add_argument("protocol", help="a protocol name (experiments/protocols/NAME.yaml) or a path to a protocol YAML")
+    p.add_argument(
+        "protocol",
+        help="a protocol name (experiments/protocols/NAME.yaml) or a path to a protocol YAML; several joined by "
+        "commas share each job's training run (their training configs must agree)",
+    )
     p.add_argument("--algos", type=_csv, default=None, help="comma-separated, e.g. vdn,qmix,qtran (default: protocol)")
     p.add_argument("--targets", type=_csv, default=None, help="comma-separated among none,exact,paper")
     p.add_argument("--sets", type=_csv, default=None, help="comma-separated among contamination,tv")
@@ -526,6 +624,7 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: CPU count)")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local instance)")
     p.add_argument("--scale", choices=SCALES, default="full")
+    p.add_argument("--preset", default=None, help="a named training preset of the protocol (default: its own)")
     p.add_argument("--out-root", type=Path, default=DEFAULT_OUT, help="run and results root (default experiments/runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -548,6 +647,7 @@ def sweep_main(argv: list[str]) -> int:
             scale=args.scale,
             ray_address=args.ray_address,
             progress=not args.no_progress,
+            preset=args.preset,
         )
     except (ConfigError, RuntimeError) as exc:
         print(f"drigm sweep: error: {exc}", file=sys.stderr)

@@ -363,7 +363,7 @@ class RobustTarget(nn.Module):
             _AuxNet(state_dim + n_agents * n_actions, cfg.aux_hidden) if self._learns_aux(cfg) else None
         )
         self.optimizer: torch.optim.Optimizer | None = (
-            torch.optim.Adam(self.aux.parameters(), lr=cfg.aux_lr) if self.aux is not None else None
+            torch.optim.Adam(self.aux.parameters(), lr=cfg.aux_lr, fused=True) if self.aux is not None else None
         )
         self._aux_override: AuxOverride | None = None
 

@@ -22,7 +22,7 @@ def write(path: Path, data: dict | str) -> Path:
 def test_defaults_validate_and_round_trip(tmp_path: Path) -> None:
     cfg = build_config({})
     assert isinstance(cfg, RunConfig) and cfg.mixer.name == "qmix"
-    assert cfg.mixer.params == {"embed_dim": 32, "hypernet_layers": 2, "hypernet_embed": 64}  # resolved
+    assert cfg.mixer.params == {"embed_dim": 32, "hypernet_layers": 2, "hypernet_embed": 64, "hypernet_gain": None}
     again = build_config(cfg.to_dict())
     assert again == cfg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,15 @@ import numpy as np
 import pytest
 
 from drigm.config import build_config
-from drigm.protocol import PROTOCOL_DIR, Job, Protocol, ProtocolError, load_protocol, protocol_names
+from drigm.protocol import (
+    PROTOCOL_DIR,
+    Job,
+    Protocol,
+    ProtocolError,
+    load_protocol,
+    protocol_names,
+    protocol_presets,
+)
 from drigm.report import cell, report, report_main
 from drigm.run import CHECKPOINT, Trainer
 from drigm.sweep import TRAIN_DONE, read_curve, result_path, sweep, sweep_main, train_dir
@@ -96,8 +105,9 @@ def test_protocol_loader_errors_and_names(tmp_path: Path) -> None:
 def test_every_committed_protocol_builds_a_valid_config_for_every_job(name: str) -> None:
     """Each protocol x scale x (algo, target, set) resolves to a validated RunConfig (catches, e.g., a
     td_lambda left on for the TV targets, which are nonlinear in V_hat)."""
-    for scale in ("full", "reduced", "smoke"):
-        proto = load_protocol(name, scale)
+    for scale, preset in itertools.product(("full", "reduced", "smoke"), protocol_presets(name) or [None]):
+        proto = load_protocol(name, scale, preset=preset)
+        assert proto.preset == preset
         sets = [s for s in ("contamination", "tv") if s in proto.rho]
         for job in proto.jobs(proto.algos, ["none", "exact", "paper"], sets, proto.seeds[:1]):
             cfg = proto.job_config(job)
@@ -239,7 +249,7 @@ def test_protocol_smoke_scale_trains_and_evaluates(protocol: str, tmp_path: Path
     s = sweep(protocol, ["qmix"], ["exact"], ["tv"], 1, workers=1, out_root=tmp_path, scale="smoke", progress=False)
     assert s.failed == [] and s.ran == 1
     proto = load_protocol(protocol, "smoke")
-    (r,) = [json.loads(p.read_text()) for p in (tmp_path / proto.name / "smoke").glob("*/seed*.json")]
+    (r,) = [json.loads(p.read_text()) for p in (tmp_path / proto.name / proto.label).glob("*/seed*.json")]
     assert r["train"]["episodes"] == 2 and list(r["tests"]) == [t.name for t in proto.tests]
     evaluated = [t for t in r["tests"].values() if "returns" in t]
     assert evaluated and all(len(t["returns"]) == 1 and np.isfinite(t["returns"]).all() for t in evaluated)
