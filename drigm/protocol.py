@@ -354,8 +354,12 @@ def load_protocol(
     paper = data.get("paper")
     if paper is not None:
         paper = _mapping(paper, "paper")
-        if set(paper) - {"shift", "metric", "rows", "note"} or not isinstance(paper.get("rows"), Mapping):
-            raise ProtocolError(f"protocol {name!r}: paper must have keys shift, metric, rows (and optional note)")
+        if set(paper) - {"shift", "metric", "rows", "note", "se_ddof"} or not isinstance(paper.get("rows"), Mapping):
+            raise ProtocolError(
+                f"protocol {name!r}: paper must have keys shift, metric, rows (and optional note, se_ddof)"
+            )
+        if paper.get("se_ddof", 1) not in (0, 1):
+            raise ProtocolError(f"protocol {name!r}: paper.se_ddof={paper['se_ddof']!r} must be 0 or 1")
     proto = Protocol(
         name=name,
         path=path,

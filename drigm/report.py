@@ -60,12 +60,13 @@ def bootstrap_ci(
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def cell(values: list[float], seed: int = BOOTSTRAP_SEED) -> Cell:
-    """Mean, standard error and seeded bootstrap 95% CI over `values` (SE and CI need at least two values)."""
+def cell(values: list[float], seed: int = BOOTSTRAP_SEED, ddof: int = 1) -> Cell:
+    """Mean, standard error (std with `ddof` / sqrt(n)) and seeded bootstrap 95% CI over `values` (SE and CI need
+    at least two values)."""
     x = np.asarray(values, dtype=np.float64)
     if x.size < 2:
         return Cell(list(map(float, x)), float(x.mean()), None, None)
-    se = float(x.std(ddof=1) / math.sqrt(x.size))
+    se = float(x.std(ddof=ddof) / math.sqrt(x.size))
     return Cell(list(map(float, x)), float(x.mean()), se, bootstrap_ci(values, np.random.default_rng(seed)))
 
 
@@ -272,22 +273,25 @@ def plot_curves(col: Collected, path: Path) -> None:
 def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]:
     paper = col.proto.paper
     assert paper is not None
+    ddof = int(paper.get("se_ddof", 1))
     lines = [
         f"## Beside the paper ({paper['shift']}; {paper.get('note', '')})",
         "",
-        "Ours: the average over this protocol's test environments (per seed, then mean +- SE over seeds). "
+        "Ours: the average over this protocol's test environments (per seed, then mean +- SE over seeds, SE = "
+        f"std(ddof={ddof}) / sqrt(n), the paper's convention). "
         "`exact` and `paper` targets both sit beside the paper's row for their set. "
         "A cell *matches* when the two mean +- SE intervals overlap.",
         "",
     ]
-    rows, verdicts = [], {"match": [], "differ": []}
+    rows: list[list[str]] = []
+    verdicts: dict[str, Any] = {"match": [], "differ": []}
     for m in col.methods():
         vals = seed_means(col, m, AVERAGE, key)
         if not vals:
             continue
         algo, row = paper_row(m)
         ref = paper["rows"].get(row, {}).get(algo)
-        ours = cell(vals)
+        ours = cell(vals, ddof=ddof)
         if ref is None:
             rows.append([m, ours.fmt(), "n/a", "n/a"])
             continue
@@ -296,6 +300,7 @@ def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]
         ok = gap <= pse + (ours.se or 0.0)
         verdicts["match" if ok else "differ"].append(m)
         rows.append([m, ours.fmt(), f"{pm:.3f} +- {pse:.3f}", f"{'yes' if ok else 'no'} (diff {ours.mean - pm:+.3f})"])
+        verdicts.setdefault("cells", {})[m] = {"ours": ours.__dict__, "paper": [pm, pse], "match": ok}
     lines.append(_md_table(["method", f"ours ({len(col.proto.tests)} test env avg)", "paper", "matches"], rows))
     lines += [
         "",
@@ -459,30 +464,144 @@ def report(
     return summary
 
 
+def _versus(diffs: list[float]) -> tuple[Cell, str]:
+    """The paired differences' cell and a verdict that says plainly whether the CI excludes 0."""
+    c = cell(diffs)
+    if c.ci is None:
+        return c, "n/a (needs 2+ paired seeds)"
+    if c.ci[0] > 0:
+        return c, "robust higher (CI excludes 0)"
+    if c.ci[1] < 0:
+        return c, "robust LOWER (CI excludes 0)"
+    return c, "no clear difference (CI includes 0)"
+
+
+def overview(
+    protocols: list[str],
+    out_root: Path,
+    results_root: Path,
+    name: str,
+    scale: str,
+    preset: str | None = None,
+) -> Path:
+    """One page over several protocols that share their runs (day sets of one experiment): every method's score on
+    each, the paper's numbers beside them where the protocol has them, and each robust method against its
+    algorithm's non-robust run on the same seeds. Writes ``results_root/NAME.md`` and ``NAME.json``."""
+    cols = [collect(p, Path(out_root).resolve(), scale, preset) for p in protocols]
+    methods = list(dict.fromkeys(m for c in cols for m in c.methods()))
+    key = "score" if all(c.proto.score is not None for c in cols) else "returns"
+    data: dict[str, Any] = {"protocols": [c.proto.name for c in cols], "scale": scale, "preset": preset, "metric": key}
+    header = ["method"]
+    for c in cols:
+        header.append(f"{c.proto.name}: {c.proto.description}")
+        if c.proto.paper is not None:
+            header.append(f"paper ({c.proto.paper['shift']})")
+    rows = []
+    for m in methods:
+        row = [m]
+        for c in cols:
+            ddof = int(c.proto.paper.get("se_ddof", 1)) if c.proto.paper is not None else 1
+            vals = seed_means(c, m, AVERAGE, key)
+            ours = cell(vals, ddof=ddof) if vals else None
+            data.setdefault("scores", {}).setdefault(c.proto.name, {})[m] = ours.__dict__ if ours else None
+            row.append(f"{ours.fmt()} (n={len(vals)})" if ours else "missing")
+            if c.proto.paper is not None:
+                algo, prow = paper_row(m)
+                ref = c.proto.paper["rows"].get(prow, {}).get(algo)
+                if ref is None or ours is None:
+                    row.append("n/a" if ref is None else f"{ref[0]:.3f} +- {ref[1]:.3f}")
+                else:
+                    ok = abs(ours.mean - ref[0]) <= ref[1] + (ours.se or 0.0)
+                    row.append(f"{ref[0]:.3f} +- {ref[1]:.3f} ({'matches' if ok else 'differs'})")
+        rows.append(row)
+    md = [
+        f"# {name}: {', '.join(data['protocols'])} ({scale} scale{'' if preset is None else f', preset {preset}'})",
+        "",
+        "Every column is the same trained runs (one per method and seed), tested on a different day set. "
+        f"Cells: the {key} averaged over the day set's test environments per seed, then mean +- SE over seeds "
+        "[95% bootstrap CI]; where the paper reports the column, SE uses its convention (std(ddof=0) / sqrt(n)) "
+        "and 'matches' means the two mean +- SE intervals overlap.",
+        "",
+        _md_table(header, rows),
+        "",
+        "## Does robust training beat non-robust training?",
+        "",
+        "Per seed: the robust method's average minus the same algorithm's non-robust run's (same seed, same test "
+        "days), then mean +- SE [95% bootstrap CI] over the paired seeds.",
+        "",
+    ]
+    vrows = []
+    for m in methods:
+        for c in cols:
+            base = f"{m.split('-')[0]}-none"
+            if m == base or base not in c.results:
+                continue
+            a, b = c.results.get(m, {}), c.results[base]
+            common = sorted(set(a) & set(b))
+            diffs = []
+            for s in common:
+                ra = np.mean([np.mean(t[key]) for t in a[s]["tests"].values() if key in t])
+                rb = np.mean([np.mean(t[key]) for t in b[s]["tests"].values() if key in t])
+                diffs.append(float(ra - rb))
+            if not diffs:
+                continue
+            d, verdict = _versus(diffs)
+            data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = {**d.__dict__, "verdict": verdict}
+            vrows.append([m, c.proto.name, str(len(common)), d.fmt(), verdict])
+    md += [_md_table(["method", "day set", "paired seeds", f"{key}: robust - non-robust", "verdict"], vrows), ""]
+    missing = [f"- {c.proto.name}: {j.method} seed {j.seed}" for c in cols for j in c.missing + c.unfinished]
+    if missing:
+        md += ["## Not yet run", "", *missing, ""]
+    dest = Path(results_root) / f"{name}.md"
+    atomic_write_bytes(dest, "\n".join(md).encode())
+    atomic_write_bytes(dest.with_suffix(".json"), (json.dumps(data, indent=1) + "\n").encode())
+    return dest
+
+
 def report_parser(prog: str = "drigm report") -> argparse.ArgumentParser:
     """The argument parser of ``drigm report``."""
     p = argparse.ArgumentParser(prog=prog, description="Aggregate a protocol's sweep results over seeds.")
-    p.add_argument("protocol", help="a protocol name (experiments/protocols/NAME.yaml) or a path")
+    p.add_argument(
+        "protocol",
+        help="a protocol name (experiments/protocols/NAME.yaml) or a path; several joined by commas are reported "
+        "one by one (and together with --overview)",
+    )
     p.add_argument("--scale", choices=SCALES, default=None, help="default: the only scale with results")
     p.add_argument("--preset", default=None, help="a named training preset of the protocol (default: its own)")
     p.add_argument("--out-root", type=Path, default=DEFAULT_OUT, help="the sweep's root (default experiments/runs)")
     p.add_argument("--results-root", type=Path, default=DEFAULT_RESULTS, help="default experiments/results")
+    p.add_argument(
+        "--overview",
+        default=None,
+        metavar="NAME",
+        help="also write RESULTS_ROOT/NAME.md: the protocols side by side (they must share their runs)",
+    )
     return p
 
 
 def report_main(argv: list[str]) -> int:
     """``drigm report PROTOCOL``: 0 when the report is complete, 1 when runs are missing/failed, 2 on errors."""
     args = report_parser().parse_args(argv)
+    names = [n.strip() for n in args.protocol.split(",") if n.strip()]
+    complete = True
     try:
-        s = report(args.protocol, args.out_root, args.results_root, args.scale, args.preset)
+        for name in names:
+            s = report(name, args.out_root, args.results_root, args.scale, args.preset)
+            print((Path(s["results_dir"]) / "results.md").read_text())
+            if not s["complete"]:
+                complete = False
+                print(
+                    f"drigm report: {name}: {len(s['missing'])} run(s) missing, {len(s['failed'])} failed",
+                    file=sys.stderr,
+                )
+        if args.overview:
+            scale = args.scale or detect_scale(names[0], Path(args.out_root).resolve(), args.preset)
+            path = overview(names, args.out_root, args.results_root, args.overview, scale, args.preset)
+            print(path.read_text())
     except ConfigError as exc:
         print(f"drigm report: error: {exc}", file=sys.stderr)
         return 2
-    print((Path(s["results_dir"]) / "results.md").read_text())
-    if not s["complete"]:
-        print(f"drigm report: {len(s['missing'])} run(s) missing, {len(s['failed'])} failed", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":

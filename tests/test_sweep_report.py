@@ -329,3 +329,86 @@ def test_terminated_sweep_stops_its_workers(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _variant(tmp: Path, name: str, extra: str) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(f"base: {SMOKE}\nname: {name}\n{extra}")
+    return path
+
+
+def test_one_sweep_trains_once_for_several_protocols_and_skips_them_all_after(tmp_path: Path) -> None:
+    """Protocols with the same training share each job's run; each gets its own results; explicit test seeds
+    (duplicates kept) are scored as listed; a protocol that trains differently is refused."""
+    shifted = shifted_protocol(tmp_path)
+    days = _variant(tmp_path, "smoke-days", "test_seeds: [5, 3, 5, 5]\n")
+    out = tmp_path / "runs"
+    s = sweep(f"{SMOKE},{shifted},{days}", ["qmix"], ["none"], ["tv"], 2, workers=1, out_root=out, progress=False)
+    assert (s.total, s.ran, s.failed) == (2, 2, [])
+    assert len(list((out / "train").glob("*/*"))) == 2  # one training run per job, not one per protocol
+    for name in ("tabular-smoke", "smoke-shift", "smoke-days"):
+        assert sorted(p.name for p in (out / name / "full" / "qmix-none").glob("*.json")) == [
+            "seed0.json",
+            "seed1.json",
+        ]
+    r = json.loads((out / "smoke-days" / "full" / "qmix-none" / "seed0.json").read_text())
+    assert r["test_seeds"] == [5, 3, 5, 5] and r["eval_episodes"] == 4
+    ret = r["tests"]["nominal"]["returns"]
+    assert len(ret) == 4 and ret[0] == ret[2] == ret[3]  # a repeated seed is the same greedy episode, counted 3x
+    again = sweep(f"{SMOKE},{shifted},{days}", ["qmix"], ["none"], ["tv"], 2, workers=1, out_root=out, progress=False)
+    assert (again.skipped, again.ran) == (2, 0)
+    # a protocol that adds a test there is not yet a result for: only that one is missing, training is reused
+    other = _variant(tmp_path, "smoke-other", "run: {learner: {lr: 0.01}}\n")
+    with pytest.raises(ProtocolError, match="train qmix-none seed 0 differently"):
+        sweep(f"{SMOKE},{other}", ["qmix"], ["none"], ["tv"], 1, workers=1, out_root=out, progress=False)
+    bad = _variant(tmp_path, "smoke-bad", "test_seeds: [1, -2]\n")
+    with pytest.raises(ProtocolError, match=r"test_seeds=\[1, -2\]"):
+        load_protocol(bad)
+
+
+def test_presets_extend_each_other_are_recorded_and_file_results_apart(tmp_path: Path) -> None:
+    path = _variant(
+        tmp_path,
+        "smoke-presets",
+        "preset: a\npresets:\n  a: {run: {learner: {lr: 0.002}}}\n  b: {extends: a, run: {agent: {hidden: 6}}}\n"
+        "  loop1: {extends: loop2}\n  loop2: {extends: loop1}\n",
+    )
+    a, b = load_protocol(path), load_protocol(path, preset="b")
+    job = Job("vdn", "none", None, None, 0)
+    ca, cb = a.job_config(job), b.job_config(job)
+    assert (ca.preset, ca.learner.lr, ca.agent.hidden) == ("a", 0.002, 8)
+    assert (cb.preset, cb.learner.lr, cb.agent.hidden) == ("b", 0.002, 6)  # b starts from a
+    assert (a.label, b.label) == ("a/full", "b/full") and protocol_presets(path) == ["a", "b", "loop1", "loop2"]
+    with pytest.raises(ProtocolError, match="preset='c' is not one of its presets"):
+        load_protocol(path, preset="c")
+    with pytest.raises(ProtocolError, match="cycle"):
+        load_protocol(path, preset="loop1")
+    with pytest.raises(ProtocolError, match="preset='a' is not one of its presets"):
+        load_protocol(SMOKE, preset="a")
+    s = sweep(path, ["vdn"], ["none"], ["tv"], 1, workers=1, out_root=tmp_path / "runs", progress=False, preset="b")
+    assert s.ran == 1 and (tmp_path / "runs" / "smoke-presets" / "b" / "full" / "vdn-none" / "seed0.json").is_file()
+
+
+def test_the_paper_building_protocols_score_the_papers_days() -> None:
+    seasonal, climate = load_protocol("building-paper-seasonal"), load_protocol("building-paper-climate")
+    days = np.random.default_rng(11).integers(0, 200, 50).tolist()
+    assert seasonal.test_seeds() == days == climate.test_seeds() and seasonal.eval_episodes == 50
+    assert all(t.env["kwargs"]["days"] is None for t in seasonal.tests + climate.tests)  # seed = day of the year
+    assert seasonal.paper is not None and seasonal.paper["se_ddof"] == 0
+    held_out = load_protocol("building-seasonal")
+    assert held_out.paper is None and held_out.tests[0].env["kwargs"]["days"] == "200:365"
+    job = Job("qmix", "paper", "tv", 0.2, 0)
+    keys = {p.job_config(job).preset for p in (seasonal, climate, held_out)}
+    assert keys == {"paper"}  # the default preset, shared: one run serves all building protocols
+    cfg = seasonal.job_config(job)
+    assert (cfg.learner.replay, cfg.learner.buffer_size, cfg.learner.batch_size) == ("transitions", 10000, 64)
+    assert (cfg.agent.arch, cfg.agent.shared, cfg.learner.double_q, cfg.learner.input_norm) == (
+        "lstm",
+        False,
+        False,
+        False,
+    )
+    assert (cfg.learner.optimizer, cfg.learner.lr, cfg.mixer.params["hypernet_layers"]) == ("adam", 5e-4, 1)
+    vdn = seasonal.job_config(Job("vdn", "none", None, None, 0))
+    assert (vdn.learner.optimizer, vdn.learner.grad_clip) == ("rmsprop", None)
+    assert load_protocol("building-paper-seasonal", preset="paper-mlp").job_config(job).agent.arch == "mlp"
