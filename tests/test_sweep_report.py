@@ -357,7 +357,6 @@ def test_one_sweep_trains_once_for_several_protocols_and_skips_them_all_after(tm
     assert len(ret) == 4 and ret[0] == ret[2] == ret[3]  # a repeated seed is the same greedy episode, counted 3x
     again = sweep(f"{SMOKE},{shifted},{days}", ["qmix"], ["none"], ["tv"], 2, workers=1, out_root=out, progress=False)
     assert (again.skipped, again.ran) == (2, 0)
-    # a protocol that adds a test there is not yet a result for: only that one is missing, training is reused
     other = _variant(tmp_path, "smoke-other", "run: {learner: {lr: 0.01}}\n")
     with pytest.raises(ProtocolError, match="train qmix-none seed 0 differently"):
         sweep(f"{SMOKE},{other}", ["qmix"], ["none"], ["tv"], 1, workers=1, out_root=out, progress=False)
