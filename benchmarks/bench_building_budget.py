@@ -64,6 +64,20 @@ def time_run(cfg: RunConfig, warmup: int, episodes: int, workdir: Path) -> dict[
     }
 
 
+def profile_updates(cfg: RunConfig, warmup: int, updates: int, workdir: Path) -> str:
+    """torch.profiler's table (top ops by self CPU time) over `updates` updates after `warmup` episodes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run_dir = workdir / "profile"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    tr = Trainer(replace(cfg, steps=288 * warmup, out=str(run_dir)), run_dir)
+    tr.train()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(updates):
+            tr._train_phase()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+
+
 def time_episode_updates(batch: int, updates: int, workdir: Path) -> float:
     """CPU seconds per update of the earlier episode replay (MLP over 8 steps, `batch` whole episodes)."""
     cfg = job_config("drigm", Job("qmix", "none", None, None, 0))
@@ -89,8 +103,16 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="episodes trained before timing")
     p.add_argument("--episodes", type=int, default=3, help="timed episodes per configuration")
     p.add_argument("--episode-batch-updates", type=int, default=3, help="timed updates of the 64-episode replay")
+    p.add_argument("--profile", action="store_true", help="only print where an update's time goes (50 updates each)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            for preset in ("paper-mlp", "paper"):
+                cfg = job_config(preset, Job("qmix", "none", None, None, 0))
+                print(f"\n## {preset} ({cfg.agent.arch} agent), QMIX, 50 updates\n")
+                print(profile_updates(cfg, args.warmup, 50, Path(tmp)))
+        return
     print(f"torch {torch.__version__}, 1 thread, {platform.processor() or platform.machine()}")
     cases = [
         ("mlp", "paper-mlp", Job("qmix", "none", None, None, 0)),
