@@ -6,20 +6,38 @@ would leave 0o600), flushes and fsyncs it, renames it over the destination with 
 fsyncs the directory so that the rename itself survives a crash. If anything fails, including the caller's writer
 raising or an interrupt, the temporary file is removed and the destination is left exactly as it was.
 
+A process killed mid-write (SIGKILL, power loss) leaves its temp file ``.<name>.<12 hex digits>.tmp`` behind;
+:func:`remove_stale_temps` removes such files, and the programs call it when they start (a run directory at the
+start of training, a sweep's results directory). :func:`describe_os_error` turns a failed write (disk full,
+read-only file system, permission denied, a directory in the way) into a one-line message naming the path.
+
 This module is shared by ``reference`` (game files), ``proofs_check`` (reports) and ``drigm`` (checkpoints,
 sweep results); it needs only the standard library.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "describe_os_error",
+    "remove_stale_temps",
+]
+
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+"""The names of this module's temp files: ``.<destination name>.<12 hex digits>.tmp``."""
 
 
 def _target(path: str | os.PathLike[str], make_parents: bool) -> Path:
@@ -111,3 +129,56 @@ def atomic_write_json(
     """
     text = json.dumps(obj, indent=indent, default=default, allow_nan=allow_nan) + "\n"
     return atomic_write_text(path, text, make_parents=make_parents)
+
+
+def remove_stale_temps(
+    directory: str | os.PathLike[str], recursive: bool = False, min_age_s: float = 0.0
+) -> list[Path]:
+    """Delete the temp files of atomic writes (names matching TEMP_NAME) in `directory` (and its subdirectories
+    when `recursive`) last modified at least `min_age_s` seconds ago; returns the paths removed.
+
+    Call it where no other writer can be active in `directory` (min_age_s = 0), or with an age no live write
+    reaches. A missing directory, or a file that vanishes or cannot be removed, is skipped silently.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    removed: list[Path] = []
+    now = time.time()
+    candidates = root.rglob(".*.tmp") if recursive else root.glob(".*.tmp")
+    for tmp in candidates:
+        if not TEMP_NAME.match(tmp.name):
+            continue
+        try:
+            st = tmp.lstat()
+            if not os.path.isfile(tmp) or os.path.islink(tmp) or now - st.st_mtime < min_age_s:
+                continue
+            tmp.unlink()
+        except OSError:
+            continue
+        removed.append(tmp)
+    return removed
+
+
+_ERRNO_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space and run again (nothing written so far was damaged)",
+    errno.EDQUOT: "the disk quota is exhausted: free some space and run again",
+    errno.EROFS: "the file system is read-only: choose an output path on a writable disk",
+    errno.EACCES: "permission denied: choose an output path you may write to",
+    errno.EPERM: "permission denied: choose an output path you may write to",
+    errno.EISDIR: "it is a directory: give a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EEXIST: "a file is in the way",
+    errno.ENAMETOOLONG: "the path is too long",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A one-line, user-facing description of an I/O failure: the path(s) involved, the system's reason and what
+    to do about it (for disk full, read-only, permission and directory-in-the-way errors)."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = " -> ".join(repr(p) for p in paths)
+    hint = _ERRNO_HINTS.get(exc.errno) if exc.errno is not None else None
+    head = f"{where}: {reason}" if where else reason
+    return f"{head} ({hint})" if hint else head
