@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "describe_not_a_file",
     "describe_os_error",
     "remove_stale_temps",
 ]
@@ -88,13 +90,23 @@ def atomic_write(
     Guarantees `path` is either untouched or holds everything writer wrote; the temp file never outlives the call.
     """
     path = _target(path, make_parents)
-    fd, tmp = _open_temp(path)
+    try:
+        fd, tmp = _open_temp(path)
+    except OSError as exc:
+        if exc.filename is None:
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write or fsync (disk full): name the file that was being written
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -182,3 +194,35 @@ def describe_os_error(exc: OSError) -> str:
     hint = _ERRNO_HINTS.get(exc.errno) if exc.errno is not None else None
     head = f"{where}: {reason}" if where else reason
     return f"{head} ({hint})" if hint else head
+
+
+def describe_not_a_file(path: str | os.PathLike[str], what: str) -> str | None:
+    """None when `path` is a regular file (or a link to one); else a message naming `path` and what it is
+    instead: missing, a directory, a symlink loop, a dangling link, a FIFO, a device or a socket."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{what} {str(path)!r} is a symbolic link loop, not a file"
+        if os.path.islink(path):
+            return f"{what} {str(path)!r} is a symbolic link to {os.readlink(path)!r}, which does not exist"
+        if exc.errno == errno.ENOENT:
+            return f"{what} {str(path)!r} does not exist"
+        if exc.errno == errno.ENOTDIR:
+            return f"{what} {str(path)!r} does not exist (a part of its path is not a directory)"
+        return f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(st.st_mode)
+        else "a FIFO (named pipe)"
+        if stat.S_ISFIFO(st.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(st.st_mode)
+        else "a device"
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+        else "not a regular file"
+    )
+    return f"{what} {str(path)!r} is {kind}; expected a regular file"
