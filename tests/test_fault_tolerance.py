@@ -7,6 +7,7 @@ silently accepted.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -277,3 +279,225 @@ def test_stale_temp_files_of_a_killed_write_are_removed_at_the_next_start(tmp_pa
     assert remove_stale_temps(other, min_age_s=300) == []  # may be a live writer's
     os.utime(young, (time.time() - 600, time.time() - 600))
     assert remove_stale_temps(other, recursive=True, min_age_s=300) == [young]
+
+
+# ===== bad input: a message naming the file, key or value, never a traceback ==========================
+TRAIN = ["train", "--episode-limit", "6", "--steps", "30", "--no-progress", "--override", "agent.hidden=8",
+         "--override", "learner.batch_size=4", "--override", "learner.buffer_size=8", "--override",
+         "tensorboard=false"]  # fmt: skip
+
+
+def ref_main(argv: list[str]) -> int:
+    from reference.__main__ import main as reference_main
+
+    return reference_main(argv)
+
+
+def game_file(tmp_path: Path) -> Path:
+    from reference.game import robust_vs_nominal_game, save_game
+
+    return save_game(robust_vs_nominal_game(), tmp_path / "g.npz")
+
+
+def corrupt_zip_member(path: Path, member: str) -> None:
+    """Flip one byte of a stored zip member's data (its CRC no longer matches)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    data[info.header_offset + 30 + name_len + extra_len + info.file_size - 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_game_with_a_bad_zip_checksum_is_refused_naming_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = game_file(tmp_path)
+    corrupt_zip_member(path, "P.npy")
+    assert ref_main(["solve", str(path), "--set", "tv", "--rho", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "key 'P' of game file" in err and "g.npz" in err and "corrupt" in err
+    assert main([*TRAIN, "--env", f"tabular:{path}", "--out", str(tmp_path / "r")]) == 2
+    assert "key 'P' of game file" in capsys.readouterr().err
+
+
+def test_npy_given_as_a_game_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "P.npy"
+    np.save(path, np.ones((2, 2, 2)))
+    assert ref_main(["solve", str(path), "--set", "tv", "--rho", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "P.npy' holds a single ndarray (a .npy file?), not a .npz archive with the keys P, R, gamma" in err
+    assert main([*TRAIN, "--env", f"tabular:{path}", "--out", str(tmp_path / "r")]) == 2
+    assert "not a .npz archive" in capsys.readouterr().err
+
+
+def test_pickled_array_in_a_game_is_refused_naming_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reference.game import robust_vs_nominal_game
+
+    g = robust_vs_nominal_game()
+    path = tmp_path / "pickled.npz"
+    np.savez(path, P=g.P, R=np.array(list(g.R), dtype=object), gamma=g.gamma)
+    assert main([*TRAIN, "--env", f"tabular:{path}", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "key 'R' of game file" in err and "pickled.npz" in err and "pickled object array" in err
+    assert ref_main(["solve", str(path), "--set", "tv", "--rho", "0.1"]) == 2
+    assert "key 'R' of game file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TRAIN, "--env", "tabular:climbing", "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "learner.device='cuda' but CUDA is not available" in err and "--device cpu" in err
+
+
+def test_unknown_env_kwargs_key_is_refused_with_the_allowed_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*TRAIN, "--env", "tabular:climbing", "--override", "env.kwargs.horizon=3", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "environment 'tabular' takes no keyword 'horizon' (env.kwargs); allowed: episode_limit, game_kwargs" in err
+
+
+def test_base_that_is_not_a_path_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("base: 5\nsteps: 30\n")
+    assert main([*TRAIN, "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"'base' in {str(cfg)!r} must be a path, 'preset:NAME' or a list of them; got 5 (int)" in err
+
+
+def test_output_on_a_directory_or_unwritable_path_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "d.npz").mkdir()
+    assert ref_main(["classic", "climbing", "-o", str(tmp_path / "d.npz")]) == 2
+    assert "d.npz' : it is a directory" in capsys.readouterr().err.replace("':", "' :")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert ref_main(["random", "--states", "2", "--actions", "2", "-o", str(blocker / "sub" / "g.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and str(blocker) in err
+    assert main([*TRAIN, "--env", "tabular:climbing", "--out", str(blocker)]) == 2
+    assert f"--out {str(blocker)!r} exists and is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"), [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "the file system is read-only")]
+)
+def test_full_or_read_only_disk_gives_a_message_naming_the_file(
+    code: int, hint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import reference.atomic_io as atomic_io
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(atomic_io.os, "fsync", failing_fsync)
+    out = tmp_path / "r"
+    assert main([*TRAIN, "--env", "tabular:climbing", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("drigm train: error: ") and hint in err and str(out / "config.yaml") in err
+    assert ref_main(["classic", "climbing", "-o", str(tmp_path / "g.npz")]) == 2
+    assert hint in capsys.readouterr().err and not list(tmp_path.glob(".*.tmp"))
+
+
+# ===== no silent acceptance ===========================================================================
+def test_robust_flags_without_a_robust_target_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TRAIN, "--env", "tabular:climbing", "--set", "tv", "--rho", "0.2", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "--set tv, --rho 0.2 configure the robust target, but target.kind is 'none'" in err and "NON-robust" in err
+    argv = [*TRAIN, "--env", "tabular:climbing", "--override", "target.rho=0.1", "--out", str(tmp_path / "b")]
+    assert main(argv) == 2 and "--override target.rho=0.1" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    ok = [*TRAIN, "--env", "tabular:climbing", "--target", "exact", "--set", "tv", "--rho", "0.2"]
+    assert main([*ok, "--out", str(tmp_path / "c")]) == 0
+
+
+@pytest.mark.parametrize("tol", ["inf", "nan", "0", "-0.001", "abc"])
+def test_reference_tol_must_be_finite_and_positive(
+    tol: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = game_file(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        ref_main(["solve", str(path), "--set", "tv", "--rho", "0.2", "--tol", tol])
+    assert info.value.code == 2
+    assert "--tol must be" in capsys.readouterr().err
+
+
+def test_config_numbers_must_have_the_right_type() -> None:
+    from drigm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"learner\.batch_size='8' is a string, not an integer: write the number"):
+        build_config({"learner": {"batch_size": "8"}})
+    with pytest.raises(ConfigError, match=r"learner\.lr='0\.001' is a string, not a number"):
+        build_config({"learner": {"lr": "0.001"}})
+    with pytest.raises(ConfigError, match=r"steps='many' must be an integer"):
+        build_config({"steps": "many"})
+    # YAML 1.1 reads 5e-4 (no decimal point) as a string: that spelling of a number is accepted
+    import yaml
+
+    data = yaml.safe_load("learner: {lr: 5e-4}\nsteps: 2e4\n")
+    assert data["learner"]["lr"] == "5e-4"
+    cfg = build_config(data)
+    assert cfg.learner.lr == 5e-4 and cfg.steps == 20000 and isinstance(cfg.steps, int)
+    with pytest.raises(ConfigError, match=r"learner\.batch_size='2\.5e0' must be an integer"):
+        build_config({"learner": {"batch_size": "2.5e0"}})
+
+
+# ===== smaller ========================================================================================
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_directory_symlink_loop_and_fifo_given_as_a_game_are_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "dir.npz").mkdir()
+    os.symlink(tmp_path / "loop.npz", tmp_path / "loop.npz")
+    os.mkfifo(tmp_path / "fifo.npz")
+    os.symlink(tmp_path / "gone.npz", tmp_path / "dangling.npz")
+    expected = {
+        "dir.npz": "is a directory; expected a regular file",
+        "loop.npz": "is a symbolic link loop, not a file",
+        "fifo.npz": "is a FIFO (named pipe); expected a regular file",
+        "dangling.npz": "which does not exist",
+    }
+    for name, text in expected.items():
+        assert ref_main(["solve", str(tmp_path / name), "--set", "tv", "--rho", "0.1"]) == 2
+        err = capsys.readouterr().err
+        assert f"game file {str(tmp_path / name)!r} " in err and text in err
+        assert main([*TRAIN, "--env", f"tabular:{tmp_path / name}", "--out", str(tmp_path / "r")]) == 2
+        assert text in capsys.readouterr().err
+
+
+def test_resume_before_the_first_checkpoint_says_run_without_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*TRAIN, "--env", "tabular:climbing", "--out", str(tmp_path / "new"), "--resume"]) == 2
+    assert "run without --resume to start it" in capsys.readouterr().err
+    run = tmp_path / "started"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"out: {run}\nenv: {{name: 'tabular:climbing'}}\n")  # killed before checkpoint 1
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "has no checkpoint yet" in err and "run without --resume to start it afresh" in err
+
+
+def test_report_labels_a_zero_difference_as_a_tie() -> None:
+    from types import SimpleNamespace
+
+    from drigm.report import _exact_vs_paper
+
+    def res(x: float) -> dict:
+        return {"tests": {"t": {"returns": [x, x]}}}
+
+    col = SimpleNamespace(
+        methods=lambda: ["qmix-exact-tv", "qmix-paper-tv"],
+        results={"qmix-exact-tv": {0: res(1.0), 1: res(2.0)}, "qmix-paper-tv": {0: res(1.0), 1: res(2.0)}},
+    )
+    (row,) = [r for r in "\n".join(_exact_vs_paper(col, "returns")).splitlines() if r.startswith("| qmix-tv")]  # type: ignore[arg-type]
+    assert "0.000" in row and row.rstrip(" |").endswith("tie")
+    col.results["qmix-paper-tv"] = {0: res(0.5), 1: res(1.5)}
+    (row,) = [r for r in "\n".join(_exact_vs_paper(col, "returns")).splitlines() if r.startswith("| qmix-tv")]  # type: ignore[arg-type]
+    assert "exact higher" in row
