@@ -18,11 +18,8 @@ were not verified; a ``/2`` checkpoint without a checksum is refused.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
-import os
-import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +29,7 @@ import numpy as np
 import torch
 
 from reference.atomic_io import atomic_write_bytes as _atomic_write_bytes
+from reference.atomic_io import describe_not_a_file
 
 FORMAT = "drigm-checkpoint/2"
 LEGACY_FORMATS = ("drigm-checkpoint/1",)
@@ -159,38 +157,6 @@ def verify_checksum(obj: dict[str, Any], path: Path) -> None:
             "was corrupted or altered after it was written; it is not loaded. Restore it from a copy, or delete it "
             "and train the run again without --resume"
         )
-
-
-def describe_not_a_file(path: Path, what: str) -> str | None:
-    """None when `path` is a regular file (or a link to one); else a message naming `path` and what it is
-    instead: missing, a directory, a symlink loop, a dangling link, a FIFO, a device or a socket."""
-    path = Path(path)
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return f"{what} {str(path)!r} is a symbolic link loop, not a file"
-        if os.path.islink(path):
-            return f"{what} {str(path)!r} is a symbolic link to {os.readlink(path)!r}, which does not exist"
-        if exc.errno == errno.ENOENT:
-            return f"{what} {str(path)!r} does not exist"
-        if exc.errno == errno.ENOTDIR:
-            return f"{what} {str(path)!r} does not exist (a part of its path is not a directory)"
-        return f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}"
-    if stat.S_ISREG(st.st_mode):
-        return None
-    kind = (
-        "a directory"
-        if stat.S_ISDIR(st.st_mode)
-        else "a FIFO (named pipe)"
-        if stat.S_ISFIFO(st.st_mode)
-        else "a socket"
-        if stat.S_ISSOCK(st.st_mode)
-        else "a device"
-        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-        else "not a regular file"
-    )
-    return f"{what} {str(path)!r} is {kind}; expected a regular file"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
