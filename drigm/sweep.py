@@ -17,9 +17,16 @@ A run is finished when its results file exists and is valid (format, protocol, s
 and test environment names all match); finished runs are skipped. A killed run is resumed from its last
 checkpoint with ``Trainer.train(resume=True)`` by simply running the sweep again.
 
-Backends: ``local`` runs the jobs in a process pool (spawn context, torch at one thread per worker), or in the
-calling process when there is one worker; ``ray`` submits the same jobs as Ray tasks (one CPU each) to the
-cluster at ``ray_address`` or to a local instance (an already initialised Ray is used as it is). Ray workers on
+Backends: ``local`` runs the jobs in supervised worker processes (spawn context, torch at one thread per worker,
+one job at a time each), or in the calling process when there is one worker. The supervisor notices a worker's
+death (any signal, any exit): only the job it held fails, and that job is rerun from its last checkpoint in a fresh
+worker up to ``retries`` times (default 2, ``--retries``) while the other jobs go on; a job that raises is not
+retried. The printed summary lists the jobs that failed, and why, and those that finished after a retry; the exit
+status is 1 when any failed. Workers die with the sweep whatever kills it (``PR_SET_PDEATHSIG`` on Linux, plus a
+thread polling the parent pid), and SIGTERM or Ctrl-C stop them too.
+
+``ray`` submits the same jobs as Ray tasks (one CPU each, retried by Ray after a worker's death as many times) to
+the cluster at ``ray_address`` or to a local instance (an already initialised Ray is used as it is). Ray workers on
 other machines need this package installed and ``out_root`` on shared storage.
 """
 
