@@ -472,7 +472,8 @@ def _run_local(
         """Give `slot` the next job, or release its worker when none is left."""
         if queue:
             slot.spec = queue.popleft()
-            slot.conn.send(slot.spec)
+            with contextlib.suppress(OSError):  # a worker that just died: its sentinel reports it with this job
+                slot.conn.send(slot.spec)
         else:
             slot.spec = None
             with contextlib.suppress(OSError):
