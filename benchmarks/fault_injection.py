@@ -156,8 +156,8 @@ def g_directory(d: Path) -> Path:
 
 
 def g_symlink_loop(d: Path) -> Path:
-    os.symlink(d / "loop.npz", d / "loop.npz")
-    return d / "loop.npz"
+    os.symlink(d / "cyc.npz", d / "cyc.npz")
+    return d / "cyc.npz"
 
 
 def g_dangling_link(d: Path) -> Path:
@@ -166,8 +166,8 @@ def g_dangling_link(d: Path) -> Path:
 
 
 def g_fifo(d: Path) -> Path:
-    os.mkfifo(d / "fifo.npz")
-    return d / "fifo.npz"
+    os.mkfifo(d / "special.npz")
+    return d / "special.npz"
 
 
 def g_empty(d: Path) -> Path:
@@ -259,13 +259,13 @@ def g_scalar_p(d: Path) -> Path:
 GAMES: list[tuple[str, Callable[[Path], Path], tuple[str, ...]]] = [
     ("missing file", g_missing, ("missing.npz",)),
     ("a directory", g_directory, ("dir.npz", "directory")),
-    ("a symlink loop", g_symlink_loop, ("loop.npz", "loop")),
+    ("a symlink loop", g_symlink_loop, ("cyc.npz", "loop")),
     ("a dangling symlink", g_dangling_link, ("dangling.npz",)),
-    ("a FIFO", g_fifo, ("fifo.npz", "fifo")),
+    ("a FIFO", g_fifo, ("special.npz", "fifo")),
     ("an empty file", g_empty, ("empty.npz",)),
     ("random bytes", g_random_bytes, ("junk.npz",)),
     ("a text file", g_text, ("text.npz",)),
-    ("a .npy array", g_npy, ("P.npy",)),
+    ("a .npy array", g_npy, ("P.npy", "npz")),
     ("a bad zip CRC in P", g_bad_crc, ("crc.npz", "'P'")),
     ("a truncated archive", g_truncated, ("trunc.npz",)),
     ("a pickled (object) array R", g_pickled, ("pickled.npz", "'R'")),
@@ -491,9 +491,10 @@ TRAIN_CASES = [
     Case("config: base missing file", "config file", _yaml("base: nothere.yaml\n"), ("nothere.yaml",)),
     Case("config: base: preset:nope", "config file", _yaml("base: preset:nope\n"), ("nope",)),
     Case("config: inheritance cycle", "config file", _cycle, ("cycle",)),
-    Case("config: batch_size: '8'", "config file", _yaml("learner: {batch_size: '8'}\n"), ("batch_size",)),
+    Case("config: update_every: '8'", "config file", _yaml("learner: {update_every: '8'}\n"), ("update_every",)),
     Case("config: lr: '0.001'", "config file", _yaml("learner: {lr: '0.001'}\n"), ("lr",)),
-    Case("config: steps: 1.5", "config file", _yaml("steps: 1.5\n"), ("steps",)),
+    Case("config: eps_anneal_steps: 1.5", "config file", _yaml("explore: {eps_anneal_steps: 1.5}\n"),
+         ("eps_anneal_steps",)),
     Case("config: shared: 'yes please'", "config file", _yaml("agent: {shared: 'yes please'}\n"), ("shared",)),
     Case("config: unknown top-level key", "config file", _yaml("stepz: 10\n"), ("stepz",)),
     Case("config: learner is a list", "config file", _yaml("learner: [1, 2]\n"), ("learner",)),
@@ -636,9 +637,12 @@ def _sweep_corrupt(ctx: Ctx) -> Callable[[Path], list[str]]:
     return setup
 
 
-def _bad_protocol(d: Path) -> list[str]:
-    (d / "p.yaml").write_text("base: tabular-smoke.yaml\nbogus: 1\n")
-    return [*SWEEP, str(d / "p.yaml"), "--scale", "smoke", "--out-root", str(d / "runs")]
+def _bad_protocol(ctx: Ctx) -> Callable[[Path], list[str]]:
+    def setup(d: Path) -> list[str]:
+        (d / "p.yaml").write_text(f"base: {ctx.root / 'experiments/protocols/tabular-smoke.yaml'}\nbogus: 1\n")
+        return [*SWEEP, str(d / "p.yaml"), "--scale", "smoke", "--out-root", str(d / "runs")]
+
+    return setup
 
 
 def _root_is_file(d: Path) -> list[str]:
@@ -661,7 +665,7 @@ def other_cases(ctx: Ctx) -> list[Case]:
              ("bogus",)),
         Case("sweep: --scale huge", "sweep/report", lambda d: [*SWEEP, "tabular-smoke", "--scale", "huge"],
              ("huge",)),
-        Case("sweep: protocol with an unknown key", "sweep/report", _bad_protocol, ("bogus",)),
+        Case("sweep: protocol with an unknown key", "sweep/report", _bad_protocol(ctx), ("bogus",)),
         Case("sweep: --out-root is a file", "sweep/report", _root_is_file, ("afile",)),
         Case("sweep: a corrupted checkpoint", "checkpoint", _sweep_corrupt(ctx), ("checkpoint.pt",)),
         Case("report: unknown protocol", "sweep/report", lambda d: [*DRIGM, "report", "nope"], ("nope",)),
@@ -802,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=HERE, help="checkout whose code runs (default: this one)")
     p.add_argument("--python", default=sys.executable)
-    p.add_argument("--only", default=None, help="only cases whose name contains this")
+    p.add_argument("--only", action="append", help="only cases whose name contains this (repeatable)")
     p.add_argument("--no-kills", action="store_true", help="skip the kill scenarios")
     p.add_argument("--verbose", action="store_true", help="print each case's outcome and last output line")
     p.add_argument("--json", type=Path, help="write every case's outcome here")
@@ -812,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.cache.mkdir()
         cases = game_cases() + REFERENCE_CASES + TRAIN_CASES + checkpoint_cases(ctx) + other_cases(ctx)
         if args.only:
-            cases = [c for c in cases if args.only in c.name]
+            cases = [c for c in cases if any(o in c.name for o in args.only)]
         rows = []
         start = time.perf_counter()
         for i, case in enumerate(cases):
