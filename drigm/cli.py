@@ -4,6 +4,12 @@
 defaults <- the YAML config <- the flags <- the overrides. With ``--resume`` the run's saved
 ``config.yaml`` is the base instead (``--config`` is refused), the flags and overrides still apply
 (``--steps`` extends a run), and a checkpoint that does not match the resulting model is refused.
+The robustness settings ``--set``, ``--rho``, ``--beta`` (and overrides of target.set/rho/beta) configure the
+robust target only: given while the resulting target kind is 'none' (non-robust training) they are refused, so
+that nobody trains a non-robust model believing it robust.
+
+Exit status 2 with a one-line message on any user error: a bad config, flag, game file, checkpoint (corrupt,
+checksum mismatch, foreign), an unwritable output, a full or read-only disk.
 
 ``drigm evaluate RUN [--episodes K] [--set S --rho X] [--json]``: greedy evaluation of a run's last
 checkpoint; JSON keys: mean_return, ci95, returns, and on tabular games policy, robust_value,
@@ -17,9 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+ROBUST_KEYS = ("target.set", "target.rho", "target.beta")
+"""Config keys of the robust target's uncertainty set: refused on the command line for a non-robust run."""
 
 # flag -> dotted config key
 FLAG_KEYS: dict[str, str] = {
@@ -45,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, help="YAML config (may inherit with 'base:')")
     t.add_argument("--env", help="environment spec, e.g. tabular:robust_vs_nominal or tabular:game.npz")
     t.add_argument("--algo", help="mixer: vdn, qmix or qtran")
-    t.add_argument("--target", help="robust target kind: none, exact or paper")
-    t.add_argument("--set", help="uncertainty set of the target: contamination, tv or kl-penalty")
-    t.add_argument("--rho", type=float, help="radius of the set (contamination and tv, in [0, 1])")
-    t.add_argument("--beta", type=float, help="temperature of kl-penalty (> 0)")
+    t.add_argument("--target", help="robust target kind: none (default, non-robust), exact or paper")
+    t.add_argument(
+        "--set", help="uncertainty set of the robust target: contamination, tv or kl-penalty (needs --target)"
+    )
+    t.add_argument("--rho", type=float, help="radius of the set (contamination and tv, in [0, 1]; needs --target)")
+    t.add_argument("--beta", type=float, help="temperature of kl-penalty (> 0; needs --target)")
     t.add_argument("--steps", type=int, help="environment steps to train for (in total, across resumes)")
     t.add_argument("--seed", type=int)
     t.add_argument("--out", help="run directory")
@@ -99,19 +111,55 @@ def train_config(args: argparse.Namespace) -> Any:
             overrides[key] = value
     if args.no_progress:
         overrides["progress"] = False
+    robust_given = [f"--{flag} {vars(args)[flag]}" for flag in ("set", "rho", "beta") if vars(args)[flag] is not None]
     for text in args.override:
         k, v = parse_override(text)
         overrides[k] = v
+        if k in ROBUST_KEYS:
+            robust_given.append(f"--override {text}")
     if args.resume:
+        from drigm.run import CHECKPOINT
+
         if args.out is None:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
         if args.config is not None:
             raise ConfigError("--resume continues the run's saved config; --config cannot be combined with it")
         saved = Path(args.out) / CONFIG_FILE
         if not saved.is_file():
-            raise ConfigError(f"--resume: {str(saved)!r} does not exist (was the run started?)")
-        return load_config(None, overrides, base=load_yaml(saved))
-    return load_config(args.config, overrides)
+            raise ConfigError(
+                f"--resume: {str(saved)!r} does not exist: {str(args.out)!r} holds no started run; "
+                "run without --resume to start it"
+            )
+        if not (Path(args.out) / CHECKPOINT).exists():
+            raise ConfigError(
+                f"--resume: the run in {str(args.out)!r} has no checkpoint yet (it stopped before its first one); "
+                "run without --resume to start it afresh"
+            )
+        cfg = load_config(None, overrides, base=load_yaml(saved))
+    else:
+        cfg = load_config(args.config, overrides)
+    _check_robust_flags(robust_given, cfg)
+    _check_out(Path(cfg.out))
+    return cfg
+
+
+def _check_robust_flags(given: list[str], cfg: Any) -> None:
+    """Refuse the robustness settings `given` on the command line when the run is not robust (kind 'none')."""
+    from drigm.config import ConfigError
+
+    if given and cfg.target.kind == "none":
+        raise ConfigError(
+            f"{', '.join(given)} configure the robust target, but target.kind is 'none': this run would train a "
+            "NON-robust model. Add --target exact (or paper) to train a robust one, or drop these flags"
+        )
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an output path that exists but is not a directory (a file, a FIFO, a dangling link)."""
+    from drigm.config import ConfigError
+
+    if os.path.lexists(out) and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} exists and is not a directory; give a run directory (new or existing)")
 
 
 def _print_eval(result: dict[str, Any]) -> None:
@@ -142,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     from drigm.checkpoint import CheckpointError
     from drigm.config import ConfigError
     from drigm.envs.base import EnvError
+    from reference.atomic_io import describe_os_error
+    from reference.game import GameError
     from reference.sets import UncertaintySetError
 
-    user_errors = (ConfigError, CheckpointError, EnvError, UncertaintySetError)
+    user_errors = (ConfigError, CheckpointError, EnvError, UncertaintySetError, GameError)
     try:
         if args.command == "train":
             from drigm.run import Trainer
@@ -179,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             building_demo(args.out or Path("runs/demo-building"), seed=args.seed)
     except user_errors as exc:
         print(f"drigm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only file system, permission denied, a file in the way
+        print(f"drigm {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     return 0
 

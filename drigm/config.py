@@ -12,12 +12,19 @@ gates use live there, once).
 
 Override syntax (``--override``): ``key.sub=value`` with the value parsed as YAML (``null`` for None),
 for example ``learner.lr=1e-3`` or ``mixer.params.embed_dim=16``.
+
+Types are strict: integer keys take integers (an integral float such as ``8.0`` too), number keys take numbers,
+and booleans are refused for both. A string is refused for a number (``batch_size: "8"`` names the key and asks
+for an unquoted number), with one exception: scientific notation without a decimal point (``5e-4``, ``1e6``),
+which PyYAML's YAML 1.1 resolver reads as a string, is accepted as the number it spells (an integer key still
+needs an integral value).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
@@ -28,6 +35,7 @@ import yaml
 
 from drigm.mixers import MixerError, get_mixer
 from drigm.targets import TargetConfig
+from reference.atomic_io import describe_not_a_file
 from reference.sets import SET_NAMES, UncertaintySetError, check_rho
 
 CONFIG_FILE = "config.yaml"
@@ -339,6 +347,21 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_YAML11_SCIENTIFIC = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+"""Scientific notation that PyYAML (YAML 1.1) leaves as a string when it has no decimal point, e.g. 5e-4."""
+
+
+def _string_number(value: str, key: str, what: str) -> float:
+    """The number a YAML-1.1 scientific-notation string spells; any other string raises ConfigError naming `key`."""
+    if _YAML11_SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    try:
+        float(value)
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} must be {what}") from None
+    raise ConfigError(f"{key}={value!r} is a string, not {what}: write the number without quotes")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert plain data `value` to type `tp` or raise ConfigError naming `key`; floats must be finite."""
     origin = get_origin(tp)
@@ -381,10 +404,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int):
             return value
         if isinstance(value, (float, str)):
-            try:
-                f = float(value)
-            except ValueError:
-                raise ConfigError(f"{key}={value!r} must be an integer") from None
+            f = _string_number(value, key, "an integer") if isinstance(value, str) else value
             if math.isfinite(f) and f.is_integer():
                 return int(f)
         raise ConfigError(f"{key}={value!r} must be an integer")
@@ -392,10 +412,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} must be a number, not a boolean")
         if isinstance(value, (int, float, str)):
-            try:
-                f = float(value)
-            except ValueError:
-                raise ConfigError(f"{key}={value!r} must be a number") from None
+            f = _string_number(value, key, "a number") if isinstance(value, str) else float(value)
             if not math.isfinite(f):
                 raise ConfigError(f"{key}={value!r} must be a finite number (NaN and inf are refused)")
             return f
@@ -447,17 +464,25 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"config inheritance cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+    problem = describe_not_a_file(path, "config file")
+    if problem is not None:
+        raise ConfigError(problem)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     bases = data.pop("base", None)
     if bases is None:
         return data
+    if not isinstance(bases, (str, list)):
+        raise ConfigError(
+            f"'base' in {str(path)!r} must be a path, 'preset:NAME' or a list of them; got {bases!r}"
+            f" ({type(bases).__name__})"
+        )
     merged: dict[str, Any] = {}
     for b in [bases] if isinstance(bases, str) else list(bases):
         if not isinstance(b, str):

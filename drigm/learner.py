@@ -25,7 +25,7 @@ from torch.nn.functional import one_hot
 
 from drigm.agents import AgentController, masked_argmax
 from drigm.checkpoint import CheckpointError
-from drigm.config import RunConfig
+from drigm.config import ConfigError, RunConfig
 from drigm.mixers import MixerContext, build_mixer
 from drigm.normalization import RunningNorm
 from drigm.targets import TargetInputs, build_target
@@ -36,9 +36,19 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; other names are passed to torch.device (CUDA checked)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ConfigError(f"learner.device={name!r} is not a device: allowed 'auto', 'cpu', 'cuda', 'cuda:N'") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"learner.device={name!r} but CUDA is not available on this machine")
+        raise ConfigError(
+            f"learner.device={name!r} but CUDA is not available on this machine: use --device cpu (or auto)"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"learner.device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s): "
+            f"allowed cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
     return dev
 
 

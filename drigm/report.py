@@ -311,6 +311,14 @@ def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]
     return lines, verdicts
 
 
+def difference_verdict(mean: float, digits: int = 3) -> str:
+    """The label of a mean difference exact - paper as the report prints it (`digits` decimals): "tie" when it
+    prints as zero (0.000 or -0.000), else which side is higher."""
+    if round(mean, digits) == 0:
+        return "tie"
+    return "exact higher" if mean > 0 else "paper higher"
+
+
 def _exact_vs_paper(col: Collected, key: str) -> list[str]:
     rows = []
     for m in col.methods():
@@ -327,7 +335,7 @@ def _exact_vs_paper(col: Collected, key: str) -> list[str]:
             eb = np.mean([np.mean(t[key]) for t in b[s]["tests"].values() if key in t])
             diffs.append(float(ea - eb))
         c = cell(diffs)
-        better = "exact higher" if c.mean > 0 else "paper higher"
+        better = difference_verdict(c.mean)
         sig = c.ci is not None and (c.ci[0] > 0 or c.ci[1] < 0)
         rows.append(
             [m.replace("-exact", ""), str(len(common)), c.fmt(), f"{better}{' (CI excludes 0)' if sig else ''}"]

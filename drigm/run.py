@@ -37,6 +37,7 @@ from drigm.envs.tabular import TabularEnv
 from drigm.learner import Learner, resolve_device
 from drigm.runner import BatchedRunner, Episode, EpisodeRunner
 from drigm.window_agents import WindowController
+from reference.atomic_io import remove_stale_temps
 from reference.bellman import evaluate_under_kernel, policy_evaluation, value_iteration
 from reference.sets import UncertaintySet, make_set
 
@@ -341,6 +342,7 @@ class Trainer:
         if not self.training:
             raise RuntimeError("this Trainer was built with training=False (evaluation only)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.run_dir)  # temp files of writes killed mid-way (the run directory is this run's)
         if resume:
             self.load()
             c = self.counters

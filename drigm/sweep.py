@@ -17,9 +17,16 @@ A run is finished when its results file exists and is valid (format, protocol, s
 and test environment names all match); finished runs are skipped. A killed run is resumed from its last
 checkpoint with ``Trainer.train(resume=True)`` by simply running the sweep again.
 
-Backends: ``local`` runs the jobs in a process pool (spawn context, torch at one thread per worker), or in the
-calling process when there is one worker; ``ray`` submits the same jobs as Ray tasks (one CPU each) to the
-cluster at ``ray_address`` or to a local instance (an already initialised Ray is used as it is). Ray workers on
+Backends: ``local`` runs the jobs in supervised worker processes (spawn context, torch at one thread per worker,
+one job at a time each), or in the calling process when there is one worker. The supervisor notices a worker's
+death (any signal, any exit): only the job it held fails, and that job is rerun from its last checkpoint in a fresh
+worker up to ``retries`` times (default 2, ``--retries``) while the other jobs go on; a job that raises is not
+retried. The printed summary lists the jobs that failed, and why, and those that finished after a retry; the exit
+status is 1 when any failed. Workers die with the sweep whatever kills it (``PR_SET_PDEATHSIG`` on Linux, plus a
+thread polling the parent pid), and SIGTERM or Ctrl-C stop them too.
+
+``ray`` submits the same jobs as Ray tasks (one CPU each, retried by Ray after a worker's death as many times) to
+the cluster at ``ray_address`` or to a local instance (an already initialised Ray is used as it is). Ray workers on
 other machines need this package installed and ``out_root`` on shared storage.
 """
 
@@ -36,9 +43,10 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import connection as mp_connection
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -58,7 +66,7 @@ from drigm.protocol import (
     load_protocol,
     test_episode_seeds,  # noqa: F401  (re-exported: demo, baselines and benchmarks import it from here)
 )
-from reference.atomic_io import atomic_write_json
+from reference.atomic_io import atomic_write_json, describe_os_error, remove_stale_temps
 
 RESULT_FORMAT = "drigm-sweep-result/1"
 
@@ -68,6 +76,8 @@ class IncompatibleTestEnvError(ConfigError):
 
 
 TRAIN_DONE = "train_done.json"
+STALE_TEMP_AGE_S = 300.0
+"""Temp files of atomic writes under a results directory older than this are a killed writer's, removed at start."""
 DEFAULT_OUT = Path("experiments/runs")
 BACKENDS = ("local", "ray")
 
@@ -405,27 +415,189 @@ def _run_inline(specs: list[JobSpec], bar: Any) -> list[tuple[JobSpec, str]]:
     return failures
 
 
-def _run_local(specs: list[JobSpec], workers: int, bar: Any) -> list[tuple[JobSpec, str]]:
-    failures: list[tuple[JobSpec, str]] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+DEFAULT_RETRIES = 2
+"""How many times the local backend restarts a job whose worker process died (from its last checkpoint)."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    """Exit this process as soon as its parent is no longer `parent_pid` (the parent died; we were reparented)."""
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent_pid:
+            os._exit(128 + signal.SIGKILL)
+
+
+def die_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Make this process exit when its parent `parent_pid` dies, whatever signal killed the parent.
+
+    On Linux the kernel delivers SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon
+    thread also polls ``os.getppid()`` every `interval` seconds. A parent already gone exits at once.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(128 + signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent_pid, interval), name="drigm-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn: Any, parent_pid: int) -> None:
+    """A supervised worker: run the JobSpecs the supervisor sends, one at a time, answering each with
+    ("ok", result) or ("error", message); a None (or a closed pipe) ends it. It dies with its parent."""
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle: it stops the workers
+    _init_worker()
+    while True:
         try:
-            pending = {pool.submit(run_job, s): s for s in specs}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    spec = pending.pop(fut)
-                    exc = fut.exception()
-                    if exc is not None:
-                        failures.append((spec, f"{type(exc).__name__}: {exc}"))
-                        bar.write(f"FAILED {spec.job.method} seed {spec.job.seed}: {type(exc).__name__}: {exc}")
-                    bar.update(1)
-        except BaseException:  # interrupted or terminated: stop the workers too (their runs resume next time)
-            procs = getattr(pool, "_processes", None) or {}
-            for proc in list(procs.values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    return failures
+            spec = conn.recv()
+        except (EOFError, OSError):
+            return
+        if spec is None:
+            return
+        try:
+            result = run_job(spec)
+        except Exception as exc:  # the job failed (its error file holds the traceback); the worker goes on
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        else:
+            conn.send(("ok", result))
+
+
+def _death_reason(proc: Any) -> str:
+    """Why a worker process ended: the signal that killed it, or its exit status."""
+    proc.join(timeout=5)
+    code = proc.exitcode
+    if code is None:
+        return f"its worker process (pid {proc.pid}) stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"its worker process (pid {proc.pid}) was killed by {name}"
+    return f"its worker process (pid {proc.pid}) exited with status {code}"
+
+
+@dataclass
+class _Slot:
+    proc: Any
+    conn: Any
+    spec: JobSpec | None = None
+
+
+def _stop_workers(slots: list[_Slot]) -> None:
+    """Terminate (then kill, after 5 s) every worker of `slots` and reap it."""
+    for slot in slots:
+        if slot.proc.is_alive():
+            slot.proc.terminate()
+    deadline = time.monotonic() + 5
+    for slot in slots:
+        slot.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if slot.proc.is_alive():
+            slot.proc.kill()
+            slot.proc.join(timeout=5)
+        slot.conn.close()
+
+
+def _run_local(
+    specs: list[JobSpec], workers: int, bar: Any, retries: int = DEFAULT_RETRIES
+) -> tuple[list[tuple[JobSpec, str]], list[tuple[JobSpec, str]]]:
+    """Supervise `workers` spawned processes running `specs`; returns (failed jobs, retried jobs) with reasons.
+
+    Guarantees: a job whose worker dies (any signal, any exit) fails alone; it is run again, resuming its last
+    checkpoint, up to `retries` times in a fresh worker, and the other jobs go on. A job that raises fails
+    without retry (the error is deterministic). Workers die with this process; on an exception here (Ctrl-C,
+    SIGTERM turned into SystemExit) they are terminated before it propagates.
+    """
+    ctx = get_context("spawn")
+    queue = deque(specs)
+    deaths: dict[int, list[str]] = {}  # id(spec) -> why its workers died (JobSpec need not be hashable)
+    failures: list[tuple[JobSpec, str]] = []
+    slots: list[_Slot] = []
+
+    def start() -> _Slot:
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_worker_main, args=(child_conn, os.getpid()), name="drigm-sweep-worker")
+        proc.start()
+        child_conn.close()
+        slot = _Slot(proc, parent_conn)
+        slots.append(slot)
+        return slot
+
+    def assign(slot: _Slot) -> None:
+        """Give `slot` the next job, or release its worker when none is left."""
+        if queue:
+            slot.spec = queue.popleft()
+            with contextlib.suppress(OSError):  # a worker that just died: its sentinel reports it with this job
+                slot.conn.send(slot.spec)
+        else:
+            slot.spec = None
+            with contextlib.suppress(OSError):
+                slot.conn.send(None)
+
+    def failed(spec: JobSpec, msg: str) -> None:
+        failures.append((spec, msg))
+        bar.write(f"FAILED {spec.job.method} seed {spec.job.seed}: {msg}")
+        bar.update(1)
+
+    try:
+        for _ in range(min(workers, len(queue))):
+            assign(start())
+        while any(slot.spec is not None for slot in slots):
+            busy = [slot for slot in slots if slot.spec is not None]
+            mp_connection.wait([slot.conn for slot in busy] + [slot.proc.sentinel for slot in busy])
+            for slot in busy:
+                spec = slot.spec
+                assert spec is not None
+                message: tuple[str, Any] | None = None
+                try:
+                    if slot.conn.poll():
+                        message = slot.conn.recv()
+                    elif slot.proc.is_alive():
+                        continue
+                except (EOFError, OSError):
+                    message = None
+                if message is not None:
+                    kind, payload = message
+                    if kind == "ok":
+                        bar.update(1)
+                    else:
+                        failed(spec, payload)
+                    assign(slot)
+                    continue
+                # the worker died holding `spec`: only that job is affected
+                reason = _death_reason(slot.proc)
+                slot.conn.close()
+                slots.remove(slot)
+                history = deaths.setdefault(id(spec), [])
+                history.append(reason)
+                if len(history) <= retries:
+                    bar.write(
+                        f"RETRY {spec.job.method} seed {spec.job.seed} ({len(history)}/{retries}): {reason}; "
+                        "resuming from its last checkpoint in a new worker"
+                    )
+                    queue.appendleft(spec)
+                else:
+                    msg = f"WorkerDied: {reason} ({len(history)} times; retried {retries} times)"
+                    with contextlib.suppress(OSError, ConfigError):
+                        for proto in _protocols_of(spec):
+                            out = result_path(Path(spec.out_root), proto.name, proto.label, spec.job)
+                            atomic_write_bytes(out.with_suffix(".error.txt"), (msg + "\n").encode())
+                    failed(spec, msg)
+                if queue:
+                    assign(start())
+    except BaseException:  # interrupted or terminated: stop the workers too (their runs resume next time)
+        _stop_workers(slots)
+        raise
+    for slot in slots:  # every worker was sent None: let them exit, then reap
+        slot.proc.join(timeout=10)
+    _stop_workers(slots)
+    failed_ids = {id(spec) for spec, _ in failures}
+    retried = [(s, "; ".join(deaths[id(s)])) for s in specs if id(s) in deaths and id(s) not in failed_ids]
+    return failures, retried
 
 
 def _exit_on_sigterm() -> None:
@@ -435,7 +607,9 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _run_ray(specs: list[JobSpec], workers: int | None, bar: Any, address: str | None) -> list[tuple[JobSpec, str]]:
+def _run_ray(
+    specs: list[JobSpec], workers: int | None, bar: Any, address: str | None, retries: int = DEFAULT_RETRIES
+) -> list[tuple[JobSpec, str]]:
     try:
         import ray
     except ImportError as exc:
@@ -445,7 +619,7 @@ def _run_ray(specs: list[JobSpec], workers: int | None, bar: Any, address: str |
             ray.init(address=address)
         else:
             ray.init(num_cpus=workers, include_dashboard=False)
-    remote = ray.remote(num_cpus=1, max_retries=0)(_run_in_worker)
+    remote = ray.remote(num_cpus=1, max_retries=retries)(_run_in_worker)  # retries: worker deaths only
     refs = {remote.remote(s): s for s in specs}
     failures: list[tuple[JobSpec, str]] = []
     while refs:
@@ -473,6 +647,8 @@ class SweepSummary:
     failed: list[tuple[str, int, str]]
     results_dir: Path
     seconds: float
+    retried: list[tuple[str, int, str]] = field(default_factory=list)
+    """Jobs that finished after their worker died (method, seed, why the worker died), local backend."""
 
 
 def _seed_list(proto: Protocol, seeds: int | Sequence[int] | None) -> list[int]:
@@ -523,17 +699,24 @@ def sweep(
     ray_address: str | None = None,
     progress: bool = True,
     preset: str | None = None,
+    retries: int = DEFAULT_RETRIES,
 ) -> SweepSummary:
     """Run every unfinished job of the protocol (None = the protocol's defaults); finished ones are skipped.
 
     Several protocols (a list, or names joined by commas) must share their training configs: each job then
     trains once and is evaluated on every protocol's tests; its jobs (algos, sets, seeds) are the first one's.
     A job is finished when every protocol's results file for it is.
+
+    With several local workers the sweep supervises them: a job whose worker process dies is rerun from its last
+    checkpoint up to `retries` times while the other jobs go on (Ray: its own task retries, the same count); with
+    one worker the jobs run in this process.
     """
     if backend not in BACKENDS:
         raise ProtocolError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
-    if workers is not None and workers < 1:
-        raise ProtocolError(f"workers={workers!r} must be >= 1")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ProtocolError(f"workers={workers!r} must be an integer >= 1")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ProtocolError(f"retries={retries!r} must be an integer >= 0")
     names = _csv(protocol) if isinstance(protocol, str) else [protocol] if isinstance(protocol, Path) else protocol
     if not names:
         raise ProtocolError("no protocol given")
@@ -553,6 +736,7 @@ def sweep(
     for p in protos:
         rdir = result_dir(out_root, p.name, p.label)
         rdir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(rdir, recursive=True, min_age_s=STALE_TEMP_AGE_S)  # left by a killed sweep's writes
         _update_manifest(rdir / "sweep.json", p, jobs)
     rdir = result_dir(out_root, proto.name, proto.label)
     todo = [j for j in jobs if not all(is_finished(result_path(out_root, p.name, p.label, j), p, j) for p in protos)]
@@ -576,14 +760,15 @@ def sweep(
         flush=True,
     )
     failures: list[tuple[JobSpec, str]] = []
+    retried: list[tuple[JobSpec, str]] = []
     if specs:
         with tqdm(total=len(specs), unit="run", disable=not progress, file=sys.stderr) as bar:
             if backend == "local" and n_workers == 1:
                 failures = _run_inline(specs, bar)
             elif backend == "local":
-                failures = _run_local(specs, n_workers, bar)
+                failures, retried = _run_local(specs, n_workers, bar, retries)
             else:
-                failures = _run_ray(specs, workers, bar, ray_address)
+                failures = _run_ray(specs, workers, bar, ray_address, retries)
     return SweepSummary(
         total=len(jobs),
         skipped=len(jobs) - len(todo),
@@ -591,6 +776,7 @@ def sweep(
         failed=[(s.job.method, s.job.seed, msg) for s, msg in failures],
         results_dir=rdir,
         seconds=time.perf_counter() - start,
+        retried=[(s.job.method, s.job.seed, msg) for s, msg in retried],
     )
 
 
@@ -622,6 +808,12 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds_arg, default=None, help="N (the protocol's first N seeds) or a list 0,1,10")
     p.add_argument("--backend", choices=BACKENDS, default="local")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: CPU count)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"reruns of a job whose worker process died, from its last checkpoint (default {DEFAULT_RETRIES})",
+    )
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local instance)")
     p.add_argument("--scale", choices=SCALES, default="full")
     p.add_argument("--preset", default=None, help="a named training preset of the protocol (default: its own)")
@@ -648,14 +840,20 @@ def sweep_main(argv: list[str]) -> int:
             ray_address=args.ray_address,
             progress=not args.no_progress,
             preset=args.preset,
+            retries=args.retries,
         )
     except (ConfigError, RuntimeError) as exc:
         print(f"drigm sweep: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"drigm sweep: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     print(
         f"done in {s.seconds:.0f} s: {s.total} jobs, {s.skipped} already finished, {s.ran} run, "
-        f"{len(s.failed)} failed; results in {s.results_dir}"
+        f"{len(s.failed)} failed, {len(s.retried)} finished after a worker died; results in {s.results_dir}"
     )
+    for method, seed, msg in s.retried:
+        print(f"  RETRIED {method} seed {seed} (finished): {msg}")
     for method, seed, msg in s.failed:
         print(f"  FAILED {method} seed {seed}: {msg}", file=sys.stderr)
     return 1 if s.failed else 0

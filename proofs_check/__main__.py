@@ -12,6 +12,7 @@ import sys
 from proofs_check.properties import REGISTRY
 from proofs_check.report import format_report, write_json
 from proofs_check.runner import PROFILES, run_all
+from reference.atomic_io import describe_os_error
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -57,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(args.profile, args.only, progress=not args.no_progress, database=not args.no_database)
     print(format_report(results, args.profile))
     if args.json:
-        path = write_json(results, args.json)
+        try:
+            path = write_json(results, args.json)
+        except OSError as exc:  # a directory, an unwritable path, a full or read-only disk
+            print(f"error: --json: {describe_os_error(exc)}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"\nwrote {path}")
     return 0 if all(r.passed for r in results) else EXIT_FAILED
 

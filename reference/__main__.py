@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.atomic_io import describe_os_error
 from reference.bellman import evaluate_under_kernel, policy_evaluation, value_iteration, worst_case_kernel
 from reference.game import CLASSIC_GAMES, GameError, load_game, random_game, save_game
 from reference.sets import SET_NAMES, UncertaintySetError, make_set
@@ -37,6 +38,17 @@ def _finite_float(text: str) -> float:
     return x
 
 
+def _tolerance(text: str) -> float:
+    """--tol: a finite number > 0 (inf would stop value iteration after one sweep and call it converged)."""
+    try:
+        x = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--tol must be a number; got {text!r}") from exc
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"--tol must be a finite number > 0 (e.g. 1e-10); got {text!r}")
+    return x
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of the reference CLI."""
     p = argparse.ArgumentParser(
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("game", help="game .npz (GAME_FORMAT.md)")
         s.add_argument("--set", dest="set_name", required=True, choices=SET_NAMES)
         s.add_argument("--rho", type=_finite_float, required=True)
-        s.add_argument("--tol", type=float, default=1e-10, help="certified error bound target")
+        s.add_argument("--tol", type=_tolerance, default=1e-10, help="certified error bound target (finite, > 0)")
         s.add_argument("--json", action="store_true", help="print the JSON contract of GAME_FORMAT.md")
         if name == "evaluate":
             s.add_argument("--policy", required=True, help='POLICY.json: {"policy": [[a_1..a_N] per state]}')
@@ -169,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
     except (GameError, UncertaintySetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # -o on a directory or unwritable path, disk full, read-only file system
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reference.atomic_io import atomic_write
+from reference.atomic_io import atomic_write, describe_not_a_file
 
 STOCHASTIC_TOL = 1e-8
 
@@ -184,30 +184,63 @@ def save_game(game: Game, path: str | os.PathLike[str]) -> Path:
 
 
 def load_game(path: str | os.PathLike[str]) -> Game:
-    """Load and validate a GAME_FORMAT `.npz`; raise GameError naming the key on any violation."""
+    """Load and validate a GAME_FORMAT `.npz`; raise GameError naming the file and the key on any violation.
+
+    Refused with a message: a path that is not a regular file (missing, a directory, a symlink loop, a FIFO), a
+    file that is not a zip archive (a ``.npy`` array, text), an archive whose member fails its CRC or cannot be
+    read, an array stored as a pickle (object arrays are never unpickled), and every GAME_FORMAT violation.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise GameError(f"game file {str(path)!r} does not exist")
+    problem = describe_not_a_file(path, "game file")
+    if problem is not None:
+        raise GameError(problem)
+    where = f"game file {str(path)!r}"
     try:
         data = np.load(path, allow_pickle=False)
-    except Exception as exc:  # zipfile/pickle/value errors all mean the same to a user
-        raise GameError(f"game file {str(path)!r} is not a readable .npz archive: {exc}") from exc
+    except ValueError as exc:  # numpy: neither a zip nor a .npy, so it would have to unpickle it
+        raise GameError(
+            f"{where} is not a readable .npz archive: it is neither a zip archive nor a .npy array, and numpy would "
+            "have to unpickle it, which is never done (see GAME_FORMAT.md)"
+        ) from exc
+    except Exception as exc:  # zipfile/OS errors all mean the same to a user
+        raise GameError(f"{where} is not a readable .npz archive: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise GameError(
+            f"{where} holds a single {type(data).__name__} (a .npy file?), not a .npz archive with the keys "
+            "P, R, gamma (and optionally obs, initial); write games with `python -m reference random|classic` or "
+            "numpy.savez"
+        )
     with data:
         for key in ("P", "R", "gamma"):
             if key not in data.files:
-                raise GameError(f"game file {str(path)!r} lacks the required key {key!r}")
-        arrays = {k: data[k] for k in data.files}
+                raise GameError(f"{where} lacks the required key {key!r} (it holds {data.files})")
+        arrays = {}
+        for k in data.files:
+            try:
+                arrays[k] = data[k]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+                    raise GameError(
+                        f"key {k!r} of {where} is a pickled object array; game files must hold plain numeric arrays "
+                        "(pickles are never loaded)"
+                    ) from exc
+                raise GameError(f"key {k!r} of {where} cannot be read as an array: {exc}") from exc
+            except Exception as exc:  # BadZipFile (CRC mismatch), truncated member, OS error
+                raise GameError(f"key {k!r} of {where} is corrupt or unreadable: {type(exc).__name__}: {exc}") from exc
     for key, dtype in (("P", np.floating), ("R", np.floating), ("gamma", np.floating)):
         if not (np.issubdtype(arrays[key].dtype, dtype) or np.issubdtype(arrays[key].dtype, np.integer)):
-            raise GameError(f"key {key!r} must be numeric; got dtype {arrays[key].dtype}")
-    return Game(
-        P=arrays["P"],
-        R=arrays["R"],
-        gamma=arrays["gamma"],
-        obs=arrays.get("obs"),
-        initial=arrays.get("initial"),
-        name=path.stem,
-    )
+            raise GameError(f"{where}: key {key!r} must be numeric (float or int); got dtype {arrays[key].dtype}")
+    try:
+        return Game(
+            P=arrays["P"],
+            R=arrays["R"],
+            gamma=arrays["gamma"],
+            obs=arrays.get("obs"),
+            initial=arrays.get("initial"),
+            name=path.stem,
+        )
+    except GameError as exc:
+        raise GameError(f"{where}: {exc}") from exc
 
 
 # ----- generators and named games -----------------------------------------------------------------

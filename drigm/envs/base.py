@@ -15,6 +15,7 @@ adapter's heavy dependencies are imported only when it is used), or a :func:`reg
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,10 +170,30 @@ def _resolve(name: str) -> EnvFactory:
     return entry
 
 
+def _check_kwargs(name: str, factory: EnvFactory, kwargs: dict[str, Any]) -> None:
+    """Raise EnvError naming every keyword `factory` does not take, and the ones it does (env.kwargs)."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C factory: nothing to check against
+        return
+    params = list(sig.parameters.values())[1:]  # the first one is the spec's `arg`
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    allowed = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in kwargs if k not in allowed]
+    if unknown:
+        raise EnvError(
+            f"environment {name!r} takes no keyword {', '.join(map(repr, unknown))} (env.kwargs); allowed: "
+            f"{', '.join(allowed) if allowed else 'none'}"
+        )
+
+
 def make_env(spec: str, **kwargs: Any) -> MultiAgentEnv:
     """Build the environment named by `spec` (``"name"`` or ``"name:arg"``) with adapter keyword arguments."""
     name, arg = parse_env_spec(spec)
-    env = _resolve(name)(arg, **kwargs)
+    factory = _resolve(name)
+    _check_kwargs(name, factory, kwargs)
+    env = factory(arg, **kwargs)
     if not isinstance(env, MultiAgentEnv):
         raise EnvError(f"adapter {name!r} returned {type(env).__name__}, not a MultiAgentEnv")
     return env

@@ -11,7 +11,7 @@ counts, n_actions is the largest and each agent's extra actions are masked). Epi
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import os
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ def load_tabular_game(arg: str | None, game_kwargs: dict[str, Any] | None = None
             raise EnvError(f"bad game_kwargs {kwargs} for classic game {arg!r}: {exc}") from exc
     if kwargs:
         raise EnvError(f"game_kwargs {kwargs} apply to classic games only ({names}), not to the file {arg!r}")
-    if not arg.endswith(".npz") and not Path(arg).is_file():
+    if not arg.endswith(".npz") and not os.path.lexists(arg):  # an existing path is reported by load_game as is
         raise EnvError(f"unknown tabular game {arg!r}: give a path to a .npz game file or one of {names}")
     try:
         return load_game(arg)
