@@ -190,13 +190,21 @@ def _describe_scale(col: Collected) -> str:
         if proto.scale != "full" and isinstance(full_steps, int)
         else ""
     )
+    unit = "transitions" if lc.get("replay", "episodes") == "transitions" else "episodes"
+    seeds = (
+        f"the episode seeds {proto.explicit_test_seeds}, repeats counted"
+        if proto.explicit_test_seeds is not None
+        else "the same episode seeds for every method and seed"
+    )
+    preset = f"preset `{proto.preset}`; " if proto.preset is not None else ""
     return (
-        f"scale `{proto.scale}`: {c['steps']} training env steps per run{eps}{of_full}; "
-        f"batch {lc['batch_size']} episodes, "
-        f"replay {lc['buffer_size']} episodes, one training phase every {lc['update_every']} steps (non-TV runs); "
-        f"agent {c['agent']['arch']} hidden {c['agent']['hidden']} history {c['agent']['history']}; "
+        f"{preset}scale `{proto.scale}`: {c['steps']} training env steps per run{eps}{of_full}; "
+        f"batch {lc['batch_size']} {unit}, "
+        f"replay {lc['buffer_size']} {unit}, one training phase every {lc['update_every']} steps (non-TV runs); "
+        f"agent {c['agent']['arch']} hidden {c['agent']['hidden']} history {c['agent']['history']}"
+        f"{'' if c['agent'].get('shared', True) else ', one network per agent'}; "
         f"epsilon annealed over {c['explore']['eps_anneal_steps']} steps; {proto.eval_episodes} greedy test "
-        f"episodes per test environment (the same episode seeds for every method and seed)"
+        f"episodes per test environment ({seeds})"
     )
 
 
@@ -557,9 +565,12 @@ def overview(
             data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = {**d.__dict__, "verdict": verdict}
             vrows.append([m, c.proto.name, str(len(common)), d.fmt(), verdict])
     md += [_md_table(["method", "day set", "paired seeds", f"{key}: robust - non-robust", "verdict"], vrows), ""]
-    missing = [f"- {c.proto.name}: {j.method} seed {j.seed}" for c in cols for j in c.missing + c.unfinished]
+    missing = list(dict.fromkeys((j.method, j.seed) for c in cols for j in c.missing + c.unfinished))
     if missing:
-        md += ["## Not yet run", "", *missing, ""]
+        per: dict[str, list[int]] = {}
+        for m, seed in missing:
+            per.setdefault(m, []).append(seed)
+        md += ["## Not yet run", "", *[f"- {m}: seeds {', '.join(map(str, sorted(s)))}" for m, s in per.items()], ""]
     dest = Path(results_root) / f"{name}.md"
     atomic_write_bytes(dest, "\n".join(md).encode())
     atomic_write_bytes(dest.with_suffix(".json"), (json.dumps(data, indent=1) + "\n").encode())
