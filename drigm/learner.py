@@ -9,7 +9,8 @@ For a batch of episodes, :meth:`Learner.update`
 3. builds :class:`~drigm.targets.TargetInputs` (rewards times ``learner.reward_scale``), lets the robust
    target update its auxiliary estimates (``update_aux``, unless the phase schedule did so already) and
    takes y = target(inputs) (with ``learner.td_lambda`` > 0, the lambda-returns of that target);
-4. minimises the masked TD loss (Q_tot(s, a) - y)^2 plus the mixer's own terms (QTRAN: L_opt, L_nopt),
+4. minimises the masked TD loss (Q_tot(s, a) - y)^2 (weighted by the optional float batch entry ``weight``,
+   shape (B, T+1) like ``filled``, where the batch has one) plus the mixer's own terms (QTRAN: L_opt, L_nopt),
    with gradient-norm clipping, then updates the target networks (hard every N updates, or soft).
 """
 
@@ -95,6 +96,7 @@ class Learner:
             mask=batch["filled"][:, :-1].to(state.dtype),
             state=state[:, :-1],
             actions_onehot=one_hot(actions, A).to(state.dtype).flatten(-2),
+            weight=batch["weight"][:, :-1].to(state.dtype) * batch["filled"][:, :-1] if "weight" in batch else None,
         )
 
     def normalize_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -130,6 +132,8 @@ class Learner:
         n_valid = mask.sum().clamp_min(1.0)
         td_error = (q_tot - y) * mask
         td_loss = td_error.pow(2).sum() / n_valid
+        if tin.weight is not None:  # an optional per-transition weight (exact-expectation batches): weighted mean
+            td_loss = (tin.weight * td_error.pow(2)).sum() / tin.weight.sum().clamp_min(1e-30)
         extra = self.mixer.extra_losses(
             MixerContext(
                 utilities=utilities[:, :-1],
