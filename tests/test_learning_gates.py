@@ -164,6 +164,7 @@ def k_of_n(tmp_path: Path, algo: str, target: dict[str, Any], set_name: str) -> 
 def test_robust_values_match_on_three_horizons(tmp_path: Path, algo: str, set_name: str) -> None:
     target = {"kind": "exact", "set": set_name, "rho": GATE_RHO}
     lines = k_of_n(tmp_path, algo, target, set_name)
+    print("\n".join(lines))  # the per-seed verdicts, shown by pytest -rP
     passes = sum(line.split(": ")[1] == "pass" for line in lines)
     assert passes >= K, f"{algo} exact {set_name}: {passes} of {len(GATE_SEEDS)} seeds pass, need {K}\n" + "\n".join(
         lines
@@ -182,6 +183,7 @@ def test_robust_values_match_on_three_horizons(tmp_path: Path, algo: str, set_na
 def test_the_value_gate_fails_a_wrong_target(tmp_path: Path, wrong: dict[str, Any]) -> None:
     """The gate above, for exact contamination at rho = 0.3, rejects the paper shortcut and the doubled radius."""
     lines = k_of_n(tmp_path, "vdn", wrong, "contamination")
+    print("\n".join(lines))
     passes = sum(line.split(": ")[1] == "pass" for line in lines)
     assert passes < K, f"the gate passed a learner trained on {wrong}:\n" + "\n".join(lines)
 
