@@ -127,3 +127,31 @@ def test_every_pair_of_targets_logs_a_different_mean() -> None:
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             assert abs(means[a] - means[b]) > 1e-2, f"{a} and {b} give the same target sum {means[a]:.4f}"
+
+
+@pytest.mark.parametrize("name", ["exact-contamination", "exact-tv"])
+def test_an_optional_weight_entry_weights_the_td_loss(name: str) -> None:
+    """With a float ``weight`` batch entry the TD loss is the weighted mean sum w (Q_tot - y)^2 / sum w over valid
+    entries; the target and its m_hat are unchanged (every valid entry still counts, whatever its weight)."""
+    target = TARGETS[name]
+    cfg = build_config({"mixer": {"name": "vdn"}, "target": target, "agent": {"hidden": 8}})
+    torch.manual_seed(0)
+    learner = Learner(cfg, N, A, O, S, gamma=GAMMA, device=torch.device("cpu"))
+    learner.robust.set_aux_override(aux_estimate)
+    batch = batch_of_episodes()
+    w = torch.rand(batch["filled"].shape, generator=torch.Generator().manual_seed(1))
+    batch = {**batch, "weight": w}
+    with torch.no_grad():
+        inputs = learner.controller.sequence_inputs(batch["obs"], batch["actions"])
+        utilities = learner.controller(inputs)
+        tin = learner.target_inputs(batch, inputs, utilities)
+        chosen = utilities[:, :-1].gather(-1, batch["actions"][:, :-1].unsqueeze(-1)).squeeze(-1)
+        q_tot = learner.mixer(chosen, tin.state, tin.actions_onehot).double()
+    valid = batch["filled"][:, :-1].bool()
+    done = batch["terminated"][:, :-1].bool()
+    aux = aux_estimate(tin.state, tin.actions_onehot).double()
+    y = expected_target(target, tin.reward, tin.next_value, done, valid, aux)
+    ww = (w[:, :-1] * valid).double()
+    stats = learner.update(batch)
+    np.testing.assert_allclose(stats["td_loss"], float((ww * (q_tot - y) ** 2).sum() / ww.sum()), rtol=1e-4)
+    np.testing.assert_allclose(stats["target_mean"], float(y.sum() / valid.sum()), rtol=1e-5, atol=1e-5)
