@@ -97,7 +97,9 @@ def harness_config(
             "target_update_interval": 10,
             "device": "cpu",
         },
-        "target": {"aux_lr": 3e-3, **target},
+        # two aux steps per update keep the aux net (eta, psi, g) close to its exact optimum for the current V_hat;
+        # QTRAN's joint Q moves more abruptly, and its kl psi net overshoots at 3e-3
+        "target": {"aux_lr": 1e-3 if mixer == "qtran" else 3e-3, "aux_steps": 2, **target},
     }
     return build_config(deep_merge(data, overrides or {}))
 

@@ -1227,7 +1227,9 @@ def _confirm_c4(exc: FalsifiedError) -> dict[str, Any]:
     _counterexample_games(
         gamma=gen.gammas(0.8, 0.95),
         sets=_SPREAD_SETS,
-        families=("agent0", "split", "gamble", "additive"),  # reducible families first: shrinking prefers them
+        # reducible families first (shrinking prefers them); with the fixed-point naive utilities the structured
+        # families alone gave no certified example in 900 draws, random games give them readily
+        families=("agent0", "split", "gamble", "additive", "random"),
         kernels=("sparse", "dense", "near-degenerate"),
         min_agents=2,
         max_agents=3,
