@@ -96,7 +96,6 @@ class Learner:
             mask=batch["filled"][:, :-1].to(state.dtype),
             state=state[:, :-1],
             actions_onehot=one_hot(actions, A).to(state.dtype).flatten(-2),
-            weight=batch["weight"][:, :-1].to(state.dtype) * batch["filled"][:, :-1] if "weight" in batch else None,
         )
 
     def normalize_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -121,9 +120,12 @@ class Learner:
         inputs = self.controller.sequence_inputs(batch["obs"], batch["actions"])
         utilities = self.controller(inputs)  # (B, T+1, N, A)
         tin = self.target_inputs(batch, inputs, utilities)
+        # an optional float per-transition weight (exact-expectation batches), 0 on padding
+        weight = batch["weight"][:, :-1].to(tin.mask.dtype) * tin.mask if "weight" in batch else None
         stats: dict[str, float] = {}
         if run_aux:
-            stats.update({f"aux/{k}": v for k, v in self.robust.update_aux(tin).items()})
+            aux_stats = self.robust.update_aux(tin) if weight is None else self.robust.update_aux(tin, weight)
+            stats.update({f"aux/{k}": v for k, v in aux_stats.items()})
         lam = self.cfg.learner.td_lambda
         y = self.robust.lambda_target(tin, lam) if lam > 0 else self.robust(tin)
         chosen = utilities[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -132,8 +134,8 @@ class Learner:
         n_valid = mask.sum().clamp_min(1.0)
         td_error = (q_tot - y) * mask
         td_loss = td_error.pow(2).sum() / n_valid
-        if tin.weight is not None:  # an optional per-transition weight (exact-expectation batches): weighted mean
-            td_loss = (tin.weight * td_error.pow(2)).sum() / tin.weight.sum().clamp_min(1e-30)
+        if weight is not None:  # the weighted mean instead
+            td_loss = (weight * td_error.pow(2)).sum() / weight.sum().clamp_min(1e-30)
         extra = self.mixer.extra_losses(
             MixerContext(
                 utilities=utilities[:, :-1],

@@ -301,10 +301,6 @@ class TargetInputs:
     mask: Tensor  # L, bool or 0/1: 1 for valid transitions
     state: Tensor  # L + (state_dim,): the CURRENT global state s
     actions_onehot: Tensor  # L + (n_agents * n_actions,): the current joint action, per-agent one-hots
-    # L, float >= 0, optional: per-transition weights of the auxiliary losses (None: every valid entry weighs 1).
-    # Exact-expectation batches (drigm.exact_harness) weight each (s, a, s') by P0(s'|s,a); m_hat and the kl
-    # shift still take every valid entry, whatever its weight.
-    weight: Tensor | None = None
 
 
 # ===== auxiliary network ==========================================================================
@@ -420,8 +416,6 @@ class RobustTarget(nn.Module):
             shape = tuple(getattr(inputs, name).shape)
             if shape != (*L, width):
                 raise ValueError(f"TargetInputs.{name} has shape {shape}; expected {(*L, width)}")
-        if inputs.weight is not None and tuple(inputs.weight.shape) != L:
-            raise ValueError(f"TargetInputs.weight has shape {tuple(inputs.weight.shape)}; expected {L}")
         for name in ("reward", "next_value"):
             if not getattr(inputs, name).is_floating_point():
                 raise ValueError(f"TargetInputs.{name} has dtype {getattr(inputs, name).dtype}; expected a float dtype")
@@ -523,16 +517,20 @@ class RobustTarget(nn.Module):
             inputs.reward.to(dtype), v, inputs.terminated, inputs.mask, self.gamma, lam, slope, offset
         )
 
-    def update_aux(self, inputs: TargetInputs) -> dict[str, float]:
+    def update_aux(self, inputs: TargetInputs, weight: Tensor | None = None) -> dict[str, float]:
         """Push the batch minimum into the running m_hat window (or the ema); take aux_steps steps on the aux loss.
 
-        Only valid nonterminal entries enter the losses (their plain mean, or their ``inputs.weight``-weighted
-        mean when weights are given; padding never reaches the net).
+        Only valid nonterminal entries enter the losses (their plain mean, or with `weight` (float >= 0, the shape
+        of ``inputs.reward``) their weighted mean; padding never reaches the net). Exact-expectation batches
+        (:mod:`drigm.exact_harness`) weight each (s, a, s') by P0(s'|s,a); m_hat and the kl shift still take every
+        valid entry, whatever its weight.
         Returns floats: "aux_loss" (last step), "aux_mean" (mean aux output in value units: eta, the soft-min
         c - beta log psi, or g), plus "m_hat" (exact tv) or "kl_shift" (kl-penalty); {"m_hat"} for exact
         contamination; {} for the other aux-free kinds. A batch without a valid nonterminal entry trains nothing.
         """
         v, _, _, boot = self._check(inputs)
+        if weight is not None and weight.shape != inputs.reward.shape:
+            raise ValueError(f"update_aux weight has shape {tuple(weight.shape)}; expected that of inputs.reward")
         cfg = self.cfg
         with torch.no_grad():
             batch_min = masked_min(v, boot)
@@ -555,7 +553,7 @@ class RobustTarget(nn.Module):
             if cfg.set == "kl-penalty":  # c = batch minimum keeps every regression target in (0, 1]
                 self.kl_shift.copy_(batch_min)
         shift = self.kl_shift.to(dtype)
-        wn = None if inputs.weight is None else inputs.weight.reshape(-1).index_select(0, idx).to(dtype)
+        wn = None if weight is None else weight.reshape(-1).index_select(0, idx).to(dtype)
 
         def reduce(elementwise: Tensor) -> Tensor:  # the plain mean, or the weighted mean with weights
             return elementwise.mean() if wn is None else (wn * elementwise).sum() / wn.sum().clamp_min(1e-30)
