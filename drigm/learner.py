@@ -9,7 +9,8 @@ For a batch of episodes, :meth:`Learner.update`
 3. builds :class:`~drigm.targets.TargetInputs` (rewards times ``learner.reward_scale``), lets the robust
    target update its auxiliary estimates (``update_aux``, unless the phase schedule did so already) and
    takes y = target(inputs) (with ``learner.td_lambda`` > 0, the lambda-returns of that target);
-4. minimises the masked TD loss (Q_tot(s, a) - y)^2 plus the mixer's own terms (QTRAN: L_opt, L_nopt),
+4. minimises the masked TD loss (Q_tot(s, a) - y)^2 (weighted by the optional float batch entry ``weight``,
+   shape (B, T+1) like ``filled``, where the batch has one) plus the mixer's own terms (QTRAN: L_opt, L_nopt),
    with gradient-norm clipping, then updates the target networks (hard every N updates, or soft).
 """
 
@@ -202,9 +203,12 @@ class Learner:
         inputs = self.agent_inputs(batch)
         utilities = self.utilities(self.controller, inputs, at_next=self.cfg.learner.double_q)  # (B, T+1, N, A)
         tin = self.target_inputs(batch, inputs, utilities)
+        # an optional float per-transition weight (exact-expectation batches), 0 on padding
+        weight = batch["weight"][:, :-1].to(tin.mask.dtype) * tin.mask if "weight" in batch else None
         stats: dict[str, float] = {}
         if run_aux:
-            stats.update({f"aux/{k}": v for k, v in self.robust.update_aux(tin).items()})
+            aux_stats = self.robust.update_aux(tin) if weight is None else self.robust.update_aux(tin, weight)
+            stats.update({f"aux/{k}": v for k, v in aux_stats.items()})
         lam = self.cfg.learner.td_lambda
         y = self.robust.lambda_target(tin, lam) if lam > 0 else self.robust(tin)
         chosen = utilities[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -213,6 +217,8 @@ class Learner:
         n_valid = mask.sum().clamp_min(1.0)
         td_error = (q_tot - y) * mask
         td_loss = td_error.pow(2).sum() / n_valid
+        if weight is not None:  # the weighted mean instead
+            td_loss = (weight * td_error.pow(2)).sum() / weight.sum().clamp_min(1e-30)
         extra = self.mixer.extra_losses(
             MixerContext(
                 utilities=utilities[:, :-1],

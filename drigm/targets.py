@@ -39,7 +39,10 @@ Conventions it guarantees:
 - ``m_hat`` (mode "batch") is the minimum of ``V_hat(s')`` over the batch's valid nonterminal entries; no
   other values enter it. Mode "running" takes the minimum of that and of the last ``m_hat_window`` batch
   minima pushed by :meth:`RobustTarget.update_aux`; so call ``update_aux`` once per learner update for every
-  kind (it is a cheap no-op where nothing is learned). Mode "bound" uses ``m_hat_bound``.
+  kind (it is a cheap no-op where nothing is learned). Mode "bound" uses ``m_hat_bound``. Mode "ema" is an
+  exponential moving average of the batch minima, rate 1 / ``m_hat_window``, updated by ``update_aux`` and started
+  at the first batch minimum (before any update_aux it is the batch minimum). See docs/m_hat.md for the measured
+  bias of each mode.
 - The output has the dtype of ``reward``/``next_value`` (promoted) and their device, and carries no grad.
 """
 
@@ -78,7 +81,7 @@ __all__ = [
 KINDS: tuple[str, ...] = ("none", "exact", "paper")
 SETS: tuple[str, ...] = ("contamination", "tv", "kl-penalty")
 PAPER_SETS: tuple[str, ...] = ("contamination", "tv")
-M_HAT_MODES: tuple[str, ...] = ("batch", "running", "bound")
+M_HAT_MODES: tuple[str, ...] = ("batch", "running", "bound", "ema")
 
 # Output normalisation of the auxiliary nets (PopArt-style, outputs preserved exactly on every change):
 # the EMA rate of the batch mean/std of V_hat, and the smallest scale allowed.
@@ -256,7 +259,9 @@ class TargetConfig:
     set: str = "contamination"  # "contamination" | "tv" | "kl-penalty" (paper: contamination and tv only)
     rho: float = 0.0  # radius for contamination/tv, in [0, 1]
     beta: float = 1.0  # kl-penalty temperature, > 0
-    m_hat: str = "batch"  # "batch" | "running" (min over the last m_hat_window batches) | "bound" (m_hat_bound)
+    # "batch" | "running" (min over the last m_hat_window batches) | "bound" (m_hat_bound) | "ema" (EMA of the batch
+    # minima, rate 1 / m_hat_window); docs/m_hat.md has the measured bias of each
+    m_hat: str = "batch"
     m_hat_bound: float | None = None
     m_hat_window: int = 50
     aux_hidden: int = 64
@@ -359,6 +364,8 @@ class RobustTarget(nn.Module):
         self.gamma = float(gamma)
         self.register_buffer("m_hat_window", torch.full((cfg.m_hat_window,), math.inf, dtype=torch.float64))
         self.register_buffer("kl_shift", torch.zeros((), dtype=torch.float64))
+        if cfg.m_hat == "ema":  # only in this mode, so the state_dict of the other modes is unchanged
+            self.register_buffer("m_hat_ema", torch.full((), math.nan, dtype=torch.float64))
         self.aux: _AuxNet | None = (
             _AuxNet(state_dim + n_agents * n_actions, cfg.aux_hidden) if self._learns_aux(cfg) else None
         )
@@ -460,6 +467,9 @@ class RobustTarget(nn.Module):
         m = masked_min(next_value, bootstrapped)
         if self.cfg.m_hat == "running":
             m = torch.minimum(m, self.m_hat_window.amin().to(m))
+        elif self.cfg.m_hat == "ema":
+            ema = self.m_hat_ema.to(m)
+            m = torch.where(torch.isnan(ema), m, ema)
         return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
 
     # ----- public API -----------------------------------------------------------------------------
@@ -507,21 +517,29 @@ class RobustTarget(nn.Module):
             inputs.reward.to(dtype), v, inputs.terminated, inputs.mask, self.gamma, lam, slope, offset
         )
 
-    def update_aux(self, inputs: TargetInputs) -> dict[str, float]:
-        """Push the batch minimum into the running m_hat window; take aux_steps steps on the aux net's loss.
+    def update_aux(self, inputs: TargetInputs, weight: Tensor | None = None) -> dict[str, float]:
+        """Push the batch minimum into the running m_hat window (or the ema); take aux_steps steps on the aux loss.
 
-        Only valid nonterminal entries enter the losses (their plain mean; padding never reaches the net).
+        Only valid nonterminal entries enter the losses (their plain mean, or with `weight` (float >= 0, the shape
+        of ``inputs.reward``) their weighted mean; padding never reaches the net). Exact-expectation batches
+        (:mod:`drigm.exact_harness`) weight each (s, a, s') by P0(s'|s,a); m_hat and the kl shift still take every
+        valid entry, whatever its weight.
         Returns floats: "aux_loss" (last step), "aux_mean" (mean aux output in value units: eta, the soft-min
         c - beta log psi, or g), plus "m_hat" (exact tv) or "kl_shift" (kl-penalty); {"m_hat"} for exact
         contamination; {} for the other aux-free kinds. A batch without a valid nonterminal entry trains nothing.
         """
         v, _, _, boot = self._check(inputs)
+        if weight is not None and weight.shape != inputs.reward.shape:
+            raise ValueError(f"update_aux weight has shape {tuple(weight.shape)}; expected that of inputs.reward")
         cfg = self.cfg
         with torch.no_grad():
             batch_min = masked_min(v, boot)
             if cfg.m_hat == "running":
                 w = self.m_hat_window
                 w.copy_(torch.cat([w[1:], batch_min.to(w)[None]]))
+            elif cfg.m_hat == "ema" and torch.isfinite(batch_min):
+                ema, b = self.m_hat_ema, batch_min.to(self.m_hat_ema)
+                ema.copy_(torch.where(torch.isnan(ema), b, ema + (b - ema) / cfg.m_hat_window))
         if self.aux is None:
             return {"m_hat": float(self.m_hat(v, boot))} if self.uses_m_hat else {}
         assert self.optimizer is not None
@@ -535,15 +553,20 @@ class RobustTarget(nn.Module):
             if cfg.set == "kl-penalty":  # c = batch minimum keeps every regression target in (0, 1]
                 self.kl_shift.copy_(batch_min)
         shift = self.kl_shift.to(dtype)
+        wn = None if weight is None else weight.reshape(-1).index_select(0, idx).to(dtype)
+
+        def reduce(elementwise: Tensor) -> Tensor:  # the plain mean, or the weighted mean with weights
+            return elementwise.mean() if wn is None else (wn * elementwise).sum() / wn.sum().clamp_min(1e-30)
+
         loss = out = vn
         for _ in range(cfg.aux_steps):
             out = self._raw_aux(state, actions)
             if cfg.kind == "paper":
-                loss = paper_tv_dual_loss(vn, out, cfg.rho).mean()
+                loss = reduce(paper_tv_dual_loss(vn, out, cfg.rho))
             elif cfg.set == "tv":
-                loss = pinball_loss(vn, out, cfg.rho).mean()
+                loss = reduce(pinball_loss(vn, out, cfg.rho))
             else:
-                loss = psi_regression_loss(vn, (shift - out) / cfg.beta, cfg.beta, shift).mean()
+                loss = reduce(psi_regression_loss(vn, (shift - out) / cfg.beta, cfg.beta, shift))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from proofs_check.runner import PropertyResult
+from proofs_check.runner import MIN_VALID_FRACTION, PropertyResult
 from reference.atomic_io import atomic_write_text
 
 _DETAIL_WIDTH = 96
@@ -36,14 +36,16 @@ def _detail(res: PropertyResult) -> str:
 
 
 def format_table(results: Sequence[PropertyResult], profile: str = "ci") -> str:
-    """The main table: property, kind, THEORY section, examples, verdict, detail."""
-    head = ("property", "kind", "sec", "examples", "verdict", "time", "detail")
+    """The main table: property, kind, THEORY section, examples, valid fraction (examples / (examples + rejected);
+    a theorem below runner.MIN_VALID_FRACTION fails), verdict, detail."""
+    head = ("property", "kind", "sec", "examples", "valid", "verdict", "time", "detail")
     rows = [
         (
             r.name,
             r.kind,
             r.section,
             str(r.examples),
+            f"{r.valid_fraction:.0%}",
             verdict(r),
             f"{r.seconds:.1f}s",
             _clip(_detail(r), _DETAIL_WIDTH),
@@ -58,6 +60,7 @@ def format_table(results: Sequence[PropertyResult], profile: str = "ci") -> str:
     n_fail = sum(not r.passed for r in results)
     total = sum(r.seconds for r in results)
     lines.append("")
+    lines.append(f"valid = examples / (examples + rejected by assume); a theorem needs >= {MIN_VALID_FRACTION:.0%}")
     lines.append(
         f"{len(results) - n_fail}/{len(results)} passed in {total:.1f}s"
         + (f"; {n_fail} FAILED: {', '.join(r.name for r in results if not r.passed)}" if n_fail else "")

@@ -37,6 +37,9 @@ class Profile:
 
 
 SEARCH_ATTEMPTS = 3  # independent searches for a counterexample before it is reported as not found
+MIN_VALID_FRACTION = 0.2
+"""A theorem holds only if at least this fraction of the examples its check was given were valid (not rejected by
+an ``assume``): a property that rejects nearly everything has tested nearly nothing, so it fails instead."""
 
 PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", 1.0, True, "fixed seeds, CI-sized example counts (under 5 minutes on 2 cores)"),
@@ -70,6 +73,12 @@ class PropertyResult:
     rejected: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def valid_fraction(self) -> float:
+        """examples / (examples + rejected): the share of drawn examples that the check did not reject (1 if none)."""
+        total = self.examples + self.rejected
+        return self.examples / total if total else 1.0
+
     def to_json(self) -> dict[str, Any]:
         """The GAME_FORMAT object: name, kind, examples, passed (+ counterexample), with extra keys."""
         out: dict[str, Any] = {
@@ -81,6 +90,8 @@ class PropertyResult:
             "claim": self.claim,
             "seconds": round(self.seconds, 3),
             "detail": self.detail,
+            "rejected": self.rejected,
+            "valid_fraction": round(self.valid_fraction, 4),
         }
         if self.kind == "counterexample":
             out["counterexample"] = self.counterexample
@@ -226,6 +237,12 @@ def run_property(
             res.detail = f"{type(error).__name__}: {_first_line(error)}; {_summary(last_failure['case'])}".rstrip("; ")
             res.error = res.detail
             res.falsifying = _record(last_failure["case"])
+        elif res.valid_fraction < MIN_VALID_FRACTION:
+            res.detail = (
+                f"TOO FEW VALID EXAMPLES: {res.examples} of {res.examples + res.rejected} "
+                f"({res.valid_fraction:.0%}) passed the check's assumptions, below the bound {MIN_VALID_FRACTION:.0%}"
+            )
+            res.error = res.detail
         else:
             res.passed = True
             res.detail = prop.claim

@@ -109,6 +109,25 @@ def drigm(
 
 
 # ===== utilities from a joint table ===============================================================
+def random_igm_utilities(Q: np.ndarray, atol: float, rng: np.random.Generator, scale: float = 1.0) -> Utilities:
+    """Random utilities that are IGM for Q wherever its `atol`-argmax set is a product (:func:`argmax_is_product`).
+
+    Agent i's utility at s is a random level c on the actions that appear in some near-optimal joint action and
+    c minus a random gap in [0.05, 1] * scale on the others, so its greedy set is the projection of the argmax
+    set, and the product of the greedy sets is the argmax set itself. Unlike :func:`max_marginals` they carry no
+    other information about Q: any IGM utilities have these greedy sets.
+    """
+    A = near_argmax(Q, atol)
+    S, N = A.shape[0], A.ndim - 1
+    out: Utilities = []
+    for i in range(N):
+        top = A.any(axis=tuple(1 + j for j in range(N) if j != i))  # (S, n_i)
+        level = rng.normal(size=(S, 1)) * scale
+        gap = rng.uniform(0.05, 1.0, size=top.shape) * scale
+        out.append(np.where(top, level, level - gap))
+    return out
+
+
 def max_marginals(Q: np.ndarray) -> Utilities:
     """Q_i^mm(s, a_i) = max_{a_-i} Q(s, a_i, a_-i) (Proposition C)."""
     Q = _table(Q)
@@ -286,6 +305,120 @@ def naive_worst_case_utilities(game: Game, uset: UncertaintySet, V: np.ndarray) 
         hi_other = hi_i.sum(axis=1, keepdims=True) - hi_i  # sum over the rows with a_i != b
         out.append(n_i / A * lo_i - (N - 1) / (N * A) * (lo_i + hi_other))
     return out
+
+
+def vdn_weights(n_actions: tuple[int, ...], i: int) -> np.ndarray:
+    """C (n_i, A): additive_fit's utility of agent i is Q_i(s, b) = sum_a C[b, a] Q(s, a) + const(s) for flat a.
+
+    C[b, a] = n_i / A - (N-1)/(N A) where a_i = b, and -(N-1)/(N A) elsewhere (see :func:`naive_worst_case_utilities`).
+    """
+    N, A = len(n_actions), int(np.prod(n_actions))
+    a_i = np.unravel_index(np.arange(A), n_actions)[i]
+    own = (a_i[None, :] == np.arange(n_actions[i])[:, None]).astype(float)
+    return own * n_actions[i] / A - (N - 1) / (N * A)
+
+
+def optimal_q_fixed_kernel(game: Game, P: np.ndarray) -> np.ndarray:
+    """Q^P (S, A): the optimal joint Q of the game under the fixed kernel P (shape of game.P or (S, A, S)).
+
+    Policy iteration with exact linear solves: it stops when no state's greedy action improves by more than
+    1e-12 max(1, max|Q|), which for finite games is the exact fixed point up to rounding.
+    """
+    S, A = game.n_states, game.n_joint
+    Pf, R = np.asarray(P, dtype=np.float64).reshape(S, A, S), game.R_flat
+    pi = np.argmax(R, axis=1)
+    rows = np.arange(S)
+    for _ in range(100 * S * A + 100):
+        V = np.linalg.solve(np.eye(S) - game.gamma * Pf[rows, pi], R[rows, pi])
+        Q = R + game.gamma * (Pf @ V)
+        better = Q.max(axis=1) > Q[rows, pi] + 1e-12 * max(1.0, float(np.max(np.abs(Q))))
+        if not better.any():
+            return Q
+        pi = np.where(better, Q.argmax(axis=1), pi)
+    raise RuntimeError("policy iteration under a fixed kernel did not settle")
+
+
+@dataclass(frozen=True)
+class NaiveBounds:
+    """Bounds on THEORY.md's naive utilities Q_i^naive(s, b) = inf_{P in U} Q_i^P(s, b) with fixed-point Q^P.
+
+    Utilities are the VDN weights applied to Q^P without additive_fit's per-state constant, which cancels in every
+    argmax. ``lower[i] <= Q_i^naive <= upper[i]`` (S, n_i) each; ``upper`` is +inf at states it was not computed
+    for. ``certain`` (S, N) bool marks the agents whose naive greedy action ``greedy`` (S, N) is determined: its lower
+    bound beats every other action's upper bound, so the exact infimum (not computed) has that unique argmax.
+    """
+
+    lower: Utilities
+    upper: Utilities
+    greedy: np.ndarray
+    certain: np.ndarray
+
+
+def optimistic_q(game: Game, uset: UncertaintySet, tol: float = 1e-10, max_iter: int = 1_000_000) -> np.ndarray:
+    """sup_{P in U} Q^P(s, a) for every (s, a), (S, A): the fixed point of R + gamma sup_{p in U} p.max Q (ball sets).
+
+    By rectangularity one best-case kernel attains the supremum at every (s, a) at once.
+    """
+    Q = np.zeros((game.n_states, game.n_joint))
+    target = tol * (1.0 - game.gamma) / max(game.gamma, 1e-300)
+    for _ in range(max_iter):
+        TQ = game.R_flat + game.gamma * sup_support(uset, game.P_flat, Q.max(axis=1))
+        res = float(np.max(np.abs(TQ - Q)))
+        Q = TQ
+        if game.gamma == 0.0 or res <= target:
+            return Q
+    raise RuntimeError(f"optimistic value iteration did not reach tol={tol:g} in {max_iter} sweeps")
+
+
+def naive_fixed_point_bounds(
+    game: Game,
+    uset: UncertaintySet,
+    tol: float = 1e-10,
+    states: Sequence[int] | None = None,
+    q_rob: np.ndarray | None = None,
+) -> NaiveBounds:
+    """Certified bounds on the naive utilities inf_{P in U} Q_i^P(s, b), Q^P the fixed point under P (THEORY.md 4).
+
+    Q_i^P(s, b) = sum_a C[b, a] Q^P(s, a) (:func:`vdn_weights`). Lower bound: every Q^P lies between
+    Q*_rob = inf_P Q^P and :func:`optimistic_q` = sup_P Q^P, so the positive terms are bounded by Q*_rob and the
+    negative ones by the optimistic Q. Upper bound (only at `states`, default all): the least Q_i^P(s, b) over a
+    family of kernels in U, with Q^P by :func:`optimal_q_fixed_kernel`: the nominal, worst-case (at V*_rob) and
+    best-case (at the optimistic V) kernels, and for each (s, i, b) the kernel that is worst-case on the rows
+    (s, a) with a_i = b, best-case on the other rows of s, and worst-case, best-case or nominal on the other states.
+    Ball sets only. `q_rob` (S, A) may pass a solved Q*_rob (within `tol`).
+    """
+    S, A, N = game.n_states, game.n_joint, game.n_agents
+    if q_rob is None:
+        q_rob = bellman.value_iteration(game, uset, tol=tol).Q
+    q_rob = np.asarray(q_rob, dtype=np.float64).reshape(S, A)
+    q_opt = optimistic_q(game, uset, tol)
+    Pf = game.P_flat
+    worst = uset.worst_case(Pf, q_rob.max(axis=1), validate=False)
+    best = uset.worst_case(Pf, -q_opt.max(axis=1), validate=False)
+    Ws = [vdn_weights(game.n_actions, i) for i in range(N)]
+    lower = [(q_rob @ np.where(W > 0, W, 0.0).T + q_opt @ np.where(W < 0, W, 0.0).T) for W in Ws]  # (S, n_i)
+    upper = [np.full((S, game.n_actions[i]), np.inf) for i in range(N)]
+    todo = list(range(S)) if states is None else [int(s) for s in states]
+    if todo:
+        for P in (Pf, worst, best):
+            q = optimal_q_fixed_kernel(game, P)
+            for i, W in enumerate(Ws):
+                upper[i][todo] = np.minimum(upper[i][todo], q[todo] @ W.T)
+    for s in todo:
+        for i, W in enumerate(Ws):
+            for b in range(game.n_actions[i]):
+                own = W[b] > 0
+                for rest in (Pf, worst, best):
+                    P = rest.copy()
+                    P[s] = np.where(own[:, None], worst[s], best[s])
+                    upper[i][s, b] = min(upper[i][s, b], float(optimal_q_fixed_kernel(game, P)[s] @ W[b]))
+    greedy = np.stack([np.argmax(lo, axis=1) for lo in lower], axis=1)
+    certain = np.zeros((S, N), dtype=bool)
+    for i in range(N):
+        lo_star = lower[i][np.arange(S), greedy[:, i]]
+        others = np.where(np.arange(game.n_actions[i])[None, :] == greedy[:, i : i + 1], -np.inf, upper[i])
+        certain[:, i] = lo_star > others.max(axis=1) + tol
+    return NaiveBounds(lower=lower, upper=upper, greedy=greedy.astype(np.int64), certain=certain)
 
 
 # ===== projected robust value iteration ===========================================================

@@ -329,8 +329,68 @@ def robust_vs_nominal_game(gamma: float = 0.8) -> Game:
     return Game(P=P, R=R, gamma=gamma, name="robust_vs_nominal")
 
 
+def three_horizons_game(gamma: float = 0.8) -> Game:
+    """A two-agent, four-state game whose robust optimum is a *middle* option, for radius-sensitive gates.
+
+    Both agents have 3 actions. In state 0 agent 0 picks a horizon: option 0 pays -4 now and stays in 0;
+    option 1 pays -8 and moves to state 1, which pays 5.6 and returns to 0; option 2 pays -8 and moves to
+    state 2 (pays -8), then state 3 (pays 17), then back to 0. In states 1-3 agent 0's action does not matter.
+    Agent 1 earns +1 in every state s for action s mod 3 (0 otherwise), whatever agent 0 does. Transitions are
+    deterministic and depend on agent 0 only, and the reward is a sum of one term per agent, so Q*_rob is
+    additive in the two agents' actions for every uncertainty set: VDN and QMIX can represent it exactly.
+
+    Under contamination or tv (identical on deterministic transitions) the robust values are those of nominal
+    play with the discount gamma (1 - rho), shifted by a constant; so more pessimism favours shorter horizons. At
+    gamma = 0.8 the robust optimum in state 0 is option 2 for rho <= 0.12 (nominal included), option 1 for
+    0.13 <= rho <= 0.47 (so at the gates' rho = 0.3), and option 0 for rho >= 0.48 (so at the doubled 0.6), each
+    winning by about 0.9 at rho = 0, 0.3 and 0.6 (checked in the tests). The paper's contamination shortcut keeps
+    option 1 but its values are 5.8 above Q*_rob at rho = 0.3.
+    """
+    S = 4
+    P = np.zeros((S, 3, 3, S))
+    R = np.zeros((S, 3, 3))
+    P[0, 0, :, 0] = 1.0
+    P[0, 1, :, 1] = 1.0
+    P[0, 2, :, 2] = 1.0
+    R[0, 0, :] = -4.0
+    R[0, 1:, :] = -8.0
+    P[1, :, :, 0] = 1.0
+    R[1] = 5.6
+    P[2, :, :, 3] = 1.0
+    R[2] = -8.0
+    P[3, :, :, 0] = 1.0
+    R[3] = 17.0
+    for s in range(S):
+        R[s, :, s % 3] += 1.0
+    return Game(P=P, R=R, gamma=gamma, name="three_horizons")
+
+
+def additive_control_game(gamma: float = 0.8) -> Game:
+    """A two-agent (2 actions each), three-state game with stochastic transitions and an additive Q*_rob.
+
+    Agent 0's action alone sets the (stochastic) next-state distribution and the reward is a sum of one term per
+    agent, so Q*_rob(s, a_0, a_1) = f(s, a_0) + g(s, a_1) for every uncertainty set and radius: VDN, QMIX and
+    QTRAN can all represent it, and the robust terms (contamination's min, tv's quantile, kl's soft-min) all
+    matter because next states are random. Used by the exact-expectation harness (drigm.exact_harness).
+    """
+    S = 3
+    P = np.zeros((S, 2, 2, S))
+    P[0, 0, :] = [0.1, 0.6, 0.3]
+    P[0, 1, :] = [0.0, 0.2, 0.8]
+    P[1, 0, :] = [0.5, 0.5, 0.0]
+    P[1, 1, :] = [0.2, 0.0, 0.8]
+    P[2, 0, :] = [0.7, 0.0, 0.3]
+    P[2, 1, :] = [0.3, 0.3, 0.4]
+    r0 = np.array([[1.0, 0.4], [2.0, -0.5], [-1.0, 0.3]])
+    r1 = np.array([[0.2, -0.3], [0.0, 0.5], [0.6, -0.2]])
+    R = r0[:, :, None] + r1[:, None, :]
+    return Game(P=P, R=R, gamma=gamma, name="additive_control")
+
+
 CLASSIC_GAMES = {
+    "additive_control": additive_control_game,
     "climbing": climbing_game,
     "penalty": penalty_game,
     "robust_vs_nominal": robust_vs_nominal_game,
+    "three_horizons": three_horizons_game,
 }

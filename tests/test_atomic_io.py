@@ -151,7 +151,6 @@ def test_proofs_check_report_and_drigm_writers_use_it(tmp_path: Path, monkeypatc
     monkeypatch.setattr(atomic_io, "atomic_write", spy)
     write_json([], tmp_path / "deep" / "report.json")
     assert json.loads((tmp_path / "deep" / "report.json").read_text()) == []
-    pytest.importorskip("torch")
     from drigm import sweep
     from drigm.checkpoint import atomic_write_bytes as drigm_write
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_extra
 
 from drigm.envs.base import EnvError
 
@@ -22,7 +23,7 @@ _spec.loader.exec_module(baselines)
 
 
 def test_building_thermostat_heats_cold_zones_and_cools_hot_ones() -> None:
-    pytest.importorskip("sustaingym")
+    require_extra("sustaingym", "sustaingym")
     from drigm.envs.base import make_env
 
     env = make_env("building:Tucson", n_levels=21, episode_limit=4)
@@ -73,7 +74,7 @@ def test_versus_trained_refuses_missing_episodes_and_empty_roots(tmp_path: Path)
 
 
 def test_smax_focus_fire_attacks_the_weakest_then_approaches_then_stops() -> None:
-    pytest.importorskip("jaxmarl", reason="smax needs the 'starcraft' extra")
+    require_extra("jaxmarl", "starcraft")
     from drigm.envs.base import make_env
 
     env = make_env("smax:3s_vs_5z", episode_limit=3)

@@ -14,9 +14,10 @@ import types
 
 import numpy as np
 import pytest
+from conftest import require_extra
 
-pytest.importorskip("jaxmarl", reason="the smax adapter needs the 'starcraft' extra (jaxmarl)")
-torch = pytest.importorskip("torch")
+require_extra("jaxmarl", "starcraft")  # the smax adapter; fails instead of skipping under CI=true
+import torch  # noqa: E402
 
 from drigm.envs.base import EnvError, MultiAgentEnv, make_env  # noqa: E402
 from drigm.envs.smac import SMACEnv, smac_unavailable_reason  # noqa: E402
@@ -586,7 +587,9 @@ def test_smac_adapter_logic_against_a_stand_in(fake_smac, tmp_path) -> None:
     assert (t.terminated, t.truncated, t.info["won"]) == (True, False, True)
 
 
-@pytest.mark.skipif(smac_unavailable_reason() is not None, reason=f"real SMAC unavailable: {smac_unavailable_reason()}")
+@pytest.mark.skipif(
+    smac_unavailable_reason() is not None, reason=f"needs the StarCraft II binary: {smac_unavailable_reason()}"
+)
 def test_real_smac_episode() -> None:  # pragma: no cover - needs StarCraft II
     e = make_env(f"smac:{MAP}", enemy_pos_noise_std=0.1)
     try:

@@ -13,10 +13,11 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import require_extra
 
-pytest.importorskip("sustaingym", reason="the SustainGym adapters need the 'sustaingym' extra")
+require_extra("sustaingym", "sustaingym")  # the SustainGym adapters; fails instead of skipping under CI=true
 
-from drigm.envs import EnvError, MultiAgentEnv, TimeStep, make_env
+from drigm.envs import EnvError, MultiAgentEnv, TimeStep, make_env  # noqa: E402
 
 
 def check_timestep(env: MultiAgentEnv, ts: TimeStep) -> None:

@@ -224,3 +224,55 @@ def test_unbroken_reference_passes_the_same_properties() -> None:
         if not res.passed:
             failed.append(f"{name}: {res.detail}")
     assert not failed, "\n".join(failed)
+
+
+# ===== the neural learner: break the robust target and check that the exact-expectation harness fails ==========
+def _drop_m_hat(mp: pytest.MonkeyPatch) -> None:
+    from drigm import targets
+
+    def contamination_target(reward, next_value, terminated, gamma, rho, m_hat):  # (1-rho) V only: no rho m_hat
+        return targets._bootstrap(reward, terminated, gamma, (1.0 - rho) * next_value)
+
+    mp.setattr(targets, "contamination_target", contamination_target)
+
+
+def _double_rho(mp: pytest.MonkeyPatch) -> None:
+    from drigm import learner, targets
+
+    mp.setattr(learner, "build_target", lambda cfg, *args: targets.RobustTarget(replace(cfg, rho=2 * cfg.rho), *args))
+
+
+def _quantile_level_rho(mp: pytest.MonkeyPatch) -> None:
+    from drigm import targets
+
+    def pinball_loss(next_value, eta, rho):  # the rho-quantile instead of the (1-rho)-quantile
+        u = next_value - eta
+        return u * (rho - (u < 0).to(u.dtype))
+
+    mp.setattr(targets, "pinball_loss", pinball_loss)
+
+
+def _learner_wired_to_none(mp: pytest.MonkeyPatch) -> None:
+    from drigm import learner, targets
+
+    mp.setattr(learner, "build_target", lambda cfg, *args: targets.RobustTarget(replace(cfg, kind="none"), *args))
+
+
+LEARNER_MUTATIONS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], list[str]]] = {
+    "contamination without rho * m_hat": (_drop_m_hat, ["exact-contamination"]),
+    "rho doubled": (_double_rho, ["exact-contamination", "exact-tv"]),
+    "tv quantile level rho instead of 1 - rho": (_quantile_level_rho, ["exact-tv"]),
+    "learner wired to kind none": (_learner_wired_to_none, ["exact-contamination", "exact-tv", "exact-kl-penalty"]),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(LEARNER_MUTATIONS))
+def test_learner_mutation_fails_the_exact_harness(mutation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/test_exact_harness.py's check (VDN, the cheapest mixer) fails for every target the mutation touches."""
+    from test_exact_harness import REL_TOL, TARGETS, run_harness
+
+    apply, names = LEARNER_MUTATIONS[mutation]
+    apply(monkeypatch)
+    for name in names:
+        rel = run_harness("vdn", TARGETS[name])
+        assert rel > REL_TOL, f"mutation {mutation!r}: the harness still matches the reference for {name} ({rel:.2e})"

@@ -271,7 +271,21 @@ def test_named_games() -> None:
         penalty_game(1.0)
     rvn = robust_vs_nominal_game()
     assert rvn.n_states == 4 and rvn.n_actions == (2, 2) and rvn.gamma == 0.8
-    assert set(CLASSIC_GAMES) == {"climbing", "penalty", "robust_vs_nominal"}
+    assert set(CLASSIC_GAMES) == {"additive_control", "climbing", "penalty", "robust_vs_nominal", "three_horizons"}
     for make in CLASSIC_GAMES.values():
         g = make()
         np.testing.assert_allclose(g.P.sum(axis=-1), 1.0)
+
+
+@pytest.mark.parametrize("name", ["additive_control", "three_horizons"])
+@pytest.mark.parametrize(("set_name", "rho"), [("contamination", 0.3), ("tv", 0.3), ("kl-penalty", 1.0), ("kl", 0.5)])
+def test_additive_classics_have_an_additive_robust_q(name: str, set_name: str, rho: float) -> None:
+    """Q*_rob(s, a_0, a_1) = f(s, a_0) + g(s, a_1), so VDN (and QMIX, QTRAN) can represent it exactly."""
+    from reference.bellman import value_iteration
+    from reference.factorization import additive_fit
+    from reference.sets import make_set
+
+    game = CLASSIC_GAMES[name]()
+    q = value_iteration(game, make_set(set_name, rho)).Q
+    _, fitted = additive_fit(q)
+    np.testing.assert_allclose(fitted, q, atol=1e-8)

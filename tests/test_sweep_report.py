@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_extra
 
 from drigm.config import build_config
 from drigm.protocol import (
@@ -225,7 +226,7 @@ def test_sweep_main_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_ray_backend(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' package (pip install ray)")
+    ray = require_extra("ray", "ray")
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         proto_path = shifted_protocol(tmp_path)
@@ -245,7 +246,7 @@ def test_ray_backend(tmp_path: Path) -> None:
 def test_protocol_smoke_scale_trains_and_evaluates(protocol: str, tmp_path: Path) -> None:
     """Two short episodes of robust QMIX (exact TV) through the protocol machinery, evaluated on every test env."""
     if protocol.startswith("smax"):
-        pytest.importorskip("jaxmarl", reason="the smax protocol needs the 'starcraft' extra")
+        require_extra("jaxmarl", "starcraft")
     s = sweep(protocol, ["qmix"], ["exact"], ["tv"], 1, workers=1, out_root=tmp_path, scale="smoke", progress=False)
     assert s.failed == [] and s.ran == 1
     proto = load_protocol(protocol, "smoke")
@@ -269,7 +270,7 @@ def test_protocol_smoke_scale_trains_and_evaluates(protocol: str, tmp_path: Path
 def test_smax_trains_and_evaluates_every_mixer_robust_and_not(tmp_path: Path) -> None:
     """VDN and QTRAN (QMIX: the protocol smoke test) through the smax protocol, nominal with TD(lambda) and
     robust (exact contamination with TD(lambda), paper TV with one-step targets)."""
-    pytest.importorskip("jaxmarl", reason="the smax protocol needs the 'starcraft' extra")
+    require_extra("jaxmarl", "starcraft")
     s = sweep("smax-3s_vs_5z-noise", ["vdn", "qtran"], ["none", "exact"], ["contamination"], 1, workers=1,
               out_root=tmp_path, scale="smoke", progress=False)  # fmt: skip
     s2 = sweep("smax-3s_vs_5z-noise", ["vdn"], ["paper"], ["tv"], 1, workers=1, out_root=tmp_path, scale="smoke",

@@ -211,7 +211,7 @@ def test_module_m_hat_modes_and_none_kind() -> None:
     V = value_vectors(game)[1]
     b = TargetInputs(**transition_grid(game, V))
     ref = robust_backup(game, make_set("contamination", 0.4), V)
-    for mode in ("batch", "running", "bound"):
+    for mode in ("batch", "running", "bound", "ema"):
         cfg = TargetConfig(kind="exact", set="contamination", rho=0.4, m_hat=mode, m_hat_bound=float(V.min()))
         target = build_target(cfg, game.n_states, 2, n, game.gamma)
         stats = target.update_aux(b)
@@ -237,6 +237,24 @@ def test_running_m_hat_is_min_over_last_window_batches() -> None:
     assert torch.allclose(target(batch(10.0)), torch.full((3,), 4.0))  # rho = 1, gamma = 1: y = m_hat
     assert torch.allclose(target(batch(2.0)), torch.full((3,), 2.0))
     assert target.update_aux(batch(7.0))["m_hat"] == 6.0
+
+
+def test_ema_m_hat_averages_the_batch_minima() -> None:
+    cfg = TargetConfig(kind="exact", set="contamination", rho=1.0, m_hat="ema", m_hat_window=4)
+    target = build_target(cfg, 1, 1, 1, 1.0)
+
+    def batch(vmin: float) -> TargetInputs:
+        v = torch.tensor([vmin + 10.0, vmin, vmin + 1.0], dtype=torch.float64)
+        return TargetInputs(torch.zeros(3), v, torch.zeros(3), torch.ones(3), torch.zeros(3, 1), torch.ones(3, 1))
+
+    assert torch.allclose(target(batch(9.0)), torch.full((3,), 9.0, dtype=torch.float64))  # no update yet: batch min
+    assert target.update_aux(batch(8.0))["m_hat"] == 8.0  # the first minimum starts the average
+    assert target.update_aux(batch(4.0))["m_hat"] == 7.0  # 8 + (4 - 8) / 4
+    assert torch.allclose(target(batch(100.0)), torch.full((3,), 7.0, dtype=torch.float64))  # rho = gamma = 1
+    state = target.state_dict()
+    assert float(state["m_hat_ema"]) == 7.0
+    batch_mode = build_target(TargetConfig(kind="exact", set="contamination", rho=1.0), 1, 1, 1, 1.0)
+    assert "m_hat_ema" not in batch_mode.state_dict()  # other modes keep their checkpoint layout
 
 
 # ===== gate 2: sampled transitions, aux nets trained through update_aux ===========================
@@ -506,7 +524,7 @@ def test_paper_tv_update_aux_reaches_the_minimiser_of_its_own_loss() -> None:
         ({"rho": "0.1"}, r"rho='0\.1'.*finite number"),
         ({"beta": 0.0}, r"beta=0\.0.*> 0"),
         ({"beta": math.inf}, r"beta=inf.*> 0"),
-        ({"m_hat": "mean"}, r"m_hat='mean'.*'batch', 'running', 'bound'"),
+        ({"m_hat": "mean"}, r"m_hat='mean'.*'batch', 'running', 'bound', 'ema'"),
         ({"m_hat": "bound"}, r"m_hat_bound=None.*required when m_hat='bound'"),
         ({"m_hat": "bound", "m_hat_bound": math.nan}, r"m_hat_bound=nan.*finite"),
         ({"m_hat_window": 0}, r"m_hat_window=0.*integer >= 1"),
