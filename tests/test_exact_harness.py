@@ -23,7 +23,7 @@ from reference.shortcuts import shortcut_gap
 
 REL_TOL = 1e-3
 RHO = 0.3
-UPDATES = {"vdn": 1200, "qmix": 3600, "qtran": 2400}  # QMIX's curvature (ELU) leaves an additive target slowly
+UPDATES = {"vdn": 1200, "qmix": 4800, "qtran": 2400}  # QMIX's curvature (ELU) leaves an additive target slowly
 TARGETS: dict[str, dict[str, Any]] = {
     "none": {"kind": "none"},
     "exact-contamination": {"kind": "exact", "set": "contamination", "rho": RHO},
