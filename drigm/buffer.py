@@ -122,23 +122,30 @@ class EpisodeBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from `state_dict`; raises BufferError when capacity, length or field shapes differ."""
-        for key in ("capacity", "max_seq_length"):
-            if state[key] != getattr(self, key):
-                raise BufferError(f"saved buffer has {key}={state[key]}, this buffer has {getattr(self, key)}")
-        if sorted(state["data"]) != sorted(self.data):
-            raise BufferError(f"saved buffer fields {sorted(state['data'])} differ from the scheme {sorted(self.data)}")
-        size = int(state["size"])
-        for k, v in state["data"].items():
-            if tuple(v.shape[1:]) != tuple(self.data[k].shape[1:]) or v.shape[0] != size:
-                raise BufferError(
-                    f"saved buffer field {k!r} has shape {tuple(v.shape)}; expected ({size}, "
-                    f"{', '.join(map(str, self.data[k].shape[1:]))})"
-                )
-            self.data[k].zero_()
-            self.data[k][:size] = v
+        size = _restore(self, state, ("capacity", "max_seq_length"))
         self.lengths.zero_()
         self.lengths[:size] = state["lengths"]
         self.index, self.size = int(state["index"]), size
+
+
+def _restore(buf: EpisodeBuffer | TransitionBuffer, state: dict[str, Any], same: tuple[str, ...]) -> int:
+    """Copy a saved buffer's fields into `buf.data` (the rest zeroed) and return the saved size; BufferError when an
+    attribute in `same`, the field names or a field's shape differ."""
+    for key in same:
+        if state.get(key) != getattr(buf, key):
+            raise BufferError(f"saved buffer has {key}={state.get(key)}, this buffer has {getattr(buf, key)}")
+    if sorted(state["data"]) != sorted(buf.data):
+        raise BufferError(f"saved buffer fields {sorted(state['data'])} differ from the scheme {sorted(buf.data)}")
+    size = int(state["size"])
+    for k, v in state["data"].items():
+        if tuple(v.shape[1:]) != tuple(buf.data[k].shape[1:]) or v.shape[0] != size:
+            raise BufferError(
+                f"saved buffer field {k!r} has shape {tuple(v.shape)}; expected ({size}, "
+                f"{', '.join(map(str, buf.data[k].shape[1:]))})"
+            )
+        buf.data[k].zero_()
+        buf.data[k][:size] = v
+    return size
 
 
 class TransitionBuffer:
@@ -274,16 +281,7 @@ class TransitionBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from `state_dict`; raises BufferError when capacity, history or field shapes differ."""
-        for key in ("capacity", "history"):
-            if state.get(key) != getattr(self, key):
-                raise BufferError(f"saved buffer has {key}={state.get(key)}, this buffer has {getattr(self, key)}")
-        if sorted(state["data"]) != sorted(self.data):
-            raise BufferError(f"saved buffer fields {sorted(state['data'])} differ from {sorted(self.data)}")
-        size = int(state["size"])
-        for k, v in state["data"].items():
-            if tuple(v.shape[1:]) != tuple(self.data[k].shape[1:]) or v.shape[0] != size:
-                raise BufferError(f"saved buffer field {k!r} has shape {tuple(v.shape)}")
-            self.data[k][:size] = v
+        size = _restore(self, state, ("capacity", "history"))
         self.version[:size] = state["version"]
         self.writes = int(state["writes"])
         self.index, self.size = int(state["index"]), size
