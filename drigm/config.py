@@ -36,7 +36,7 @@ import yaml
 from drigm.mixers import MixerError, get_mixer
 from drigm.targets import TargetConfig
 from reference.atomic_io import describe_not_a_file
-from reference.sets import SET_NAMES, UncertaintySetError, check_rho
+from reference.sets import SET_NAMES, UncertaintySetError, check_rho, get_spec, sample_rule, sets_with_rule
 
 CONFIG_FILE = "config.yaml"
 """The name of the resolved config inside a run directory."""
@@ -258,17 +258,24 @@ class RunConfig:
                 f"learner.td_lambda={lr.td_lambda} needs whole episodes (learner.replay='episodes'); "
                 "transition replay regresses on one-step targets"
             )
-        if lr.td_lambda > 0 and self.target.kind != "none" and self.target.set != "contamination":
+        try:
+            self.target.validate()
+        except ValueError as exc:
+            raise ConfigError(f"target: {exc}") from exc
+        rule = sample_rule(self.target.kind, self.target.set)
+        if lr.td_lambda > 0 and rule.affine is None:
+            affine = [s for s in sets_with_rule(self.target.kind) if sample_rule(self.target.kind, s).affine]
             raise ConfigError(
                 f"learner.td_lambda={lr.td_lambda} needs a target affine in V_hat(s') (target.kind 'none', or "
-                f"set 'contamination'); target {self.target.kind}/{self.target.set} is nonlinear in V_hat(s'), "
-                "so a lambda-return inside it would be biased (Jensen). Use td_lambda: 0 with it"
+                f"set {' / '.join(repr(s) for s in affine)}); target {self.target.kind}/{self.target.set} is nonlinear "
+                "in V_hat(s'), so a lambda-return inside it would be biased (Jensen). Use td_lambda: 0 with it"
             )
         _check_float("learner.reward_scale", lr.reward_scale, 0.0, math.inf, lo_open=True)
-        if lr.reward_scale != 1.0 and self.target.kind != "none" and self.target.set == "kl-penalty":
+        if lr.reward_scale != 1.0 and not rule.homogeneous:
             raise ConfigError(
-                f"learner.reward_scale={lr.reward_scale} must be 1 with target.set='kl-penalty': its temperature "
-                "beta would act on the scaled values (only the ball sets contamination and tv are homogeneous)"
+                f"learner.reward_scale={lr.reward_scale} must be 1 with target.set={self.target.set!r}: its "
+                f"{get_spec(self.target.set).radius.symbol} would act on the scaled values (its target is not "
+                "positively homogeneous in the values, unlike the ball sets')"
             )
         _check_choice("learner.optimizer", lr.optimizer, ("rmsprop", "adam"))
         _check_float("learner.lr", lr.lr, 0.0, math.inf, lo_open=True)
@@ -286,10 +293,6 @@ class RunConfig:
         if not (lr.device in ("auto", "cpu", "cuda") or lr.device.startswith("cuda:")):
             raise ConfigError(f"learner.device={lr.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _check_int("learner.cpu_threads", lr.cpu_threads, 0)
-        try:
-            self.target.validate()
-        except ValueError as exc:
-            raise ConfigError(f"target: {exc}") from exc
         ex = self.explore
         _check_float("explore.eps_start", ex.eps_start, 0.0, 1.0)
         _check_float("explore.eps_finish", ex.eps_finish, 0.0, 1.0)

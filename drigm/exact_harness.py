@@ -23,9 +23,10 @@ from torch.nn.functional import one_hot
 
 from drigm.config import RunConfig, build_config, deep_merge
 from drigm.learner import Learner
+from drigm.targets import TargetConfig
 from reference.bellman import value_iteration
 from reference.game import Game
-from reference.sets import make_set
+from reference.sets import make_set, sample_rule
 from reference.shortcuts import paper_fixed_point
 
 __all__ = ["ExactHarness", "HarnessResult", "exact_batch", "harness_config", "reference_q", "tabular_q_tot"]
@@ -84,6 +85,8 @@ def harness_config(
 
     `overrides` are deep-merged last (nested dicts, e.g. ``{"learner": {"lr": 1e-3}}``).
     """
+    kind, set_name = str(target.get("kind", "none")), str(target.get("set", "contamination"))
+    n_aux = max(1, len(sample_rule(kind, set_name).aux_outputs)) if kind in ("none", "exact", "paper") else 1
     data: dict[str, object] = {
         "env": {"name": "tabular:robust_vs_nominal"},  # unused: the harness builds its own batches
         "agent": {"arch": "mlp", "hidden": 32, "history": 1, "last_action": False},
@@ -97,9 +100,10 @@ def harness_config(
             "target_update_interval": 10,
             "device": "cpu",
         },
-        # two aux steps per update keep the aux net (eta, psi, g) close to its exact optimum for the current V_hat;
-        # QTRAN's joint Q moves more abruptly, and its kl psi net overshoots at 3e-3
-        "target": {"aux_lr": 1e-3 if mixer == "qtran" else 3e-3, "aux_steps": 2, **target},
+        # two aux steps per update and per auxiliary output keep the aux net (eta, psi, g; chi2's eta and s) close to
+        # its exact optimum for the current V_hat; QTRAN's joint Q moves more abruptly, and its kl psi net overshoots
+        # at 3e-3
+        "target": {"aux_lr": 1e-3 if mixer == "qtran" else 3e-3, "aux_steps": 2 * n_aux, **target},
     }
     return build_config(deep_merge(data, overrides or {}))
 
@@ -151,10 +155,9 @@ def reference_q(game: Game, target: dict[str, object]) -> np.ndarray:
         q = value_iteration(game, make_set("contamination", 0.0)).Q
     elif kind == "paper":
         q = paper_fixed_point(game, set_name, rho).Q
-    elif set_name == "kl-penalty":
-        q = value_iteration(game, make_set("kl-penalty", float(target.get("beta", 1.0)))).Q  # type: ignore[arg-type]
     else:
-        q = value_iteration(game, make_set(set_name, rho)).Q
+        known = {k: v for k, v in target.items() if k in TargetConfig.__dataclass_fields__}
+        q = value_iteration(game, make_set(set_name, TargetConfig(**known).radius)).Q  # type: ignore[arg-type]
     return q.reshape(game.n_states, game.n_joint)
 
 

@@ -448,7 +448,7 @@ def value_set(cfg: RunConfig, set_name: str | None = None, rho: float | None = N
         return make_set(cfg.eval.set, cfg.eval.rho), f"values under the run's eval set {cfg.eval.set}({cfg.eval.rho:g})"
     t = cfg.target
     if t.kind != "none":
-        uset = make_set("kl-penalty", t.beta) if t.set == "kl-penalty" else make_set(t.set, t.rho)
+        uset = make_set(t.set, t.radius)
         return uset, f"values under the run's target set {uset}"
     return make_set("contamination", 0.0), (
         "target kind 'none' and no eval set configured: "

@@ -1,34 +1,37 @@
-"""THE robust TD target of the neural learners: uncertainty sets x {exact, paper, none}, for every mixer.
+"""THE robust TD target of the neural learners: plumbing over the registered sample rules, for every mixer.
 
 Every mixer (VDN, QMIX, QTRAN) produces the joint next value ``V_hat(s') = Q_tot^-(s', a_bar')``; this
-module turns it into the regression target ``y``. The formulas are THEORY.md section 5, one pure function
-each (tensors in, tensor out, no networks), so tests can check them against :mod:`reference` exactly:
+module turns it into the regression target ``y = r + gamma * continuation`` (terminal transitions: y = r). The
+continuation of each (kind, set) is a :class:`reference.sets.SampleRule` registered in that set's module
+(``reference/sets/tv.py`` holds the TV formula, its auxiliary loss and what it needs); this module owns only
+what is neural: the auxiliary network and its optimiser, m_hat and the shift c, and the batch bookkeeping.
+Nothing here dispatches on a set name: it reads the rule's capabilities (``needs_m_hat``, ``needs_shift``,
+``aux_outputs``, ``affine``). The rules are written once over :class:`reference.sets.Ops`; :data:`TORCH_OPS`
+provides them for tensors, and the tests check the same formulas against the exact support functions.
+
+Registered rules (``reference.sets.sample_rule(kind, set)``), continuation given V = V_hat(s'):
 
 =========================  ============================================================================
-kind / set                 target y (nonterminal; terminal transitions give y = r)
+kind / set                 continuation
 =========================  ============================================================================
-none                       :func:`nominal_target`             r + gamma V_hat(s')
-exact / contamination      :func:`contamination_target`       r + gamma [(1-rho) V_hat(s') + rho m_hat]
-exact / tv                 :func:`tv_target`                  r + gamma [min(V_hat(s'), eta) - rho (eta - m_hat)]
-exact / kl-penalty         :func:`kl_penalty_target`          r + gamma [c - beta log psi]
-paper / contamination      :func:`paper_contamination_target` r + gamma (1-rho) V_hat(s')      (paper shortcut)
-paper / tv                 :func:`paper_tv_target`            r + gamma [(1-rho) g - relu(g - V_hat(s'))]  (shortcut)
+none (any set)             V
+exact / contamination      (1-rho) V + rho m_hat
+exact / tv                 min(V, eta) - rho (eta - m_hat)           eta: the (1-rho)-quantile (pinball loss)
+exact / chi2               eta - sqrt(1+rho) ((eta - V)_+^2 + s^2) / (2 s)   (eta, s) maximise its mean
+exact / kl-penalty         c - beta log psi                           psi = E exp(-(V - c)/beta) (squared loss)
+paper / contamination      (1-rho) V                                  (paper shortcut)
+paper / tv                 (1-rho) g - relu(g - V)                    (paper shortcut, its own g loss)
 =========================  ============================================================================
 
-With ``learner.td_lambda`` > 0 the learner regresses on :func:`lambda_returns` of the targets affine in V_hat(s')
-(none, both contamination kinds) instead (:meth:`RobustTarget.lambda_target`); tv and kl-penalty refuse it.
+With ``learner.td_lambda`` > 0 the learner regresses on :func:`lambda_returns` of the targets whose rule is
+affine in V_hat(s') instead (:meth:`RobustTarget.lambda_target`); the others refuse it.
 
-Auxiliary estimates and their elementwise losses: eta(s,a), the (1-rho)-quantile of V_hat(s') given (s,a),
-by :func:`pinball_loss`; psi(s,a) = E[exp(-(V_hat(s') - c)/beta) | s,a] by :func:`psi_regression_loss`
-(squared loss); the paper's g(s,a) by :func:`paper_tv_dual_loss`. m_hat estimates min_s V_hat(s)
-(:func:`masked_min` of a batch, a running minimum, or a configured bound).
-
-:class:`RobustTarget` composes these with one small MLP on ``[state, joint one-hot action]`` where the
-kind/set needs one (exact tv: eta; exact kl-penalty: the soft-min u = c - beta log psi, so log psi = (c - u)/beta,
-psi > 0 always and a new shift c leaves the target unchanged; paper tv: g). The MLP runs once per call on the
-valid nonterminal rows only; its output is ``loc + scale * head`` with (loc, scale) tracking V_hat's mean/std and
-every rescale preserving outputs exactly (PopArt-style), so it follows returns of any magnitude. The shift c
-(buffer ``kl_shift``) is the batch minimum of V_hat at each update_aux, so regression targets lie in (0, 1].
+:class:`RobustTarget` learns the auxiliary outputs with one small MLP on ``[state, joint one-hot action]``. Each
+output is in value units, ``loc + scale * head`` ("value") or ``scale * exp(head)`` ("spread", >= 0), with
+(loc, scale) tracking V_hat's mean/std and every rescale preserving outputs exactly (PopArt-style), so it follows
+returns of any magnitude. The MLP runs once per call on the valid nonterminal rows only. For kl-penalty it
+outputs the soft-min u = c - beta log psi, so psi > 0 always and a new shift c leaves the target unchanged; the
+shift c (buffer ``kl_shift``) is the batch minimum of V_hat at each update_aux, so regression targets lie in (0, 1].
 Conventions it guarantees:
 
 - Entries with ``mask == 0`` (padding) get ``y = 0`` and never reach m_hat, the shift c or an auxiliary loss,
@@ -52,15 +55,25 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from reference.sets import (
+    SampleRule,
+    UncertaintySetError,
+    get_spec,
+    sample_rule,
+    sets_with_rule,
+)
 
 __all__ = [
     "KINDS",
     "M_HAT_MODES",
     "PAPER_SETS",
     "SETS",
+    "TORCH_OPS",
     "RobustTarget",
     "TargetConfig",
     "TargetInputs",
@@ -79,20 +92,49 @@ __all__ = [
 ]
 
 KINDS: tuple[str, ...] = ("none", "exact", "paper")
-SETS: tuple[str, ...] = ("contamination", "tv", "kl-penalty")
-PAPER_SETS: tuple[str, ...] = ("contamination", "tv")
+SETS: tuple[str, ...] = sets_with_rule("exact")  # the sets a learner can target (registry order)
+PAPER_SETS: tuple[str, ...] = sets_with_rule("paper")
 M_HAT_MODES: tuple[str, ...] = ("batch", "running", "bound", "ema")
 
 # Output normalisation of the auxiliary nets (PopArt-style, outputs preserved exactly on every change):
 # the EMA rate of the batch mean/std of V_hat, and the smallest scale allowed.
 _NORM_MOMENTUM = 0.01
 _MIN_SCALE = 1e-3
+_SPREAD_LOG_CLAMP = 30.0  # "spread" outputs are scale * exp(head), head clamped to +-30
 
 Scalar = float | Tensor
 AuxOverride = Callable[[Tensor, Tensor], Tensor]
 
 
-# ===== pure formulas (THEORY.md section 5) =======================================================
+class _TorchOps:
+    """:class:`reference.sets.Ops` over torch tensors."""
+
+    def minimum(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.minimum(a, b)
+
+    def relu(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
+
+    def exp(self, x: Tensor) -> Tensor:
+        return torch.exp(x)
+
+    def sqrt(self, x: Tensor) -> Tensor:
+        return torch.sqrt(x)
+
+    def where(self, cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        return torch.where(cond, a, b)
+
+    def clamp_max(self, x: Tensor, hi: float) -> Tensor:
+        return torch.clamp(x, max=hi)
+
+    def indicator(self, cond: Tensor, like: Tensor) -> Tensor:
+        return cond.to(like.dtype)
+
+
+TORCH_OPS = _TorchOps()
+
+
+# ===== helpers and plain-function forms of the rules =============================================
 def _as_bool(x: Tensor) -> Tensor:
     return x if x.dtype == torch.bool else x != 0
 
@@ -106,6 +148,12 @@ def _like(x: Scalar, ref: Tensor) -> Tensor:
     return torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
 
 
+def _cont(
+    kind: str, set_name: str, v: Tensor, aux: Any = None, m_hat: Any = None, rho: float = 0.0, shift: Any = None
+) -> Tensor:
+    return sample_rule(kind, set_name).continuation(TORCH_OPS, v, aux, m_hat, rho, shift)
+
+
 def nominal_target(reward: Tensor, next_value: Tensor, terminated: Tensor, gamma: float) -> Tensor:
     """y = r + gamma V_hat(s') (nonterminal), y = r (terminal): the non-robust target."""
     return _bootstrap(reward, terminated, gamma, next_value)
@@ -114,40 +162,60 @@ def nominal_target(reward: Tensor, next_value: Tensor, terminated: Tensor, gamma
 def contamination_target(
     reward: Tensor, next_value: Tensor, terminated: Tensor, gamma: float, rho: float, m_hat: Scalar
 ) -> Tensor:
-    """y = r + gamma [(1-rho) V_hat(s') + rho m_hat]; P0-mean R + gamma sigma(V) when m_hat = min_S V."""
-    return _bootstrap(reward, terminated, gamma, (1.0 - rho) * next_value + rho * _like(m_hat, next_value))
+    """The registered exact contamination rule: y = r + gamma [(1-rho) V_hat(s') + rho m_hat]."""
+    m = _like(m_hat, next_value)
+    return _bootstrap(reward, terminated, gamma, _cont("exact", "contamination", next_value, None, m, rho))
 
 
 def tv_target(
     reward: Tensor, next_value: Tensor, terminated: Tensor, gamma: float, rho: float, eta: Scalar, m_hat: Scalar
 ) -> Tensor:
-    """y = r + gamma [min(V_hat(s'), eta) - rho (eta - m_hat)]; P0-mean R + gamma sigma(V) at eta = (1-rho)-quantile."""
-    eta_t = _like(eta, next_value)
-    return _bootstrap(
-        reward, terminated, gamma, torch.minimum(next_value, eta_t) - rho * (eta_t - _like(m_hat, next_value))
-    )
+    """The registered exact TV rule: y = r + gamma [min(V_hat(s'), eta) - rho (eta - m_hat)]."""
+    eta_t, m = _like(eta, next_value), _like(m_hat, next_value)
+    return _bootstrap(reward, terminated, gamma, _cont("exact", "tv", next_value, eta_t, m, rho))
 
 
 def kl_penalty_target(
     reward: Tensor, terminated: Tensor, gamma: float, beta: float, log_psi: Tensor, shift: Scalar
 ) -> Tensor:
-    """y = r + gamma [c - beta log psi]; equals R + gamma (-beta log E_P0 exp(-V/beta)) at psi = E[exp(-(V-c)/beta)]."""
-    return _bootstrap(reward, terminated, gamma, _like(shift, log_psi) - beta * log_psi)
+    """The registered exact kl-penalty rule: y = r + gamma [c - beta log psi]."""
+    c = _like(shift, log_psi)
+    return _bootstrap(reward, terminated, gamma, _cont("exact", "kl-penalty", log_psi, log_psi, None, beta, c))
 
 
 def paper_contamination_target(
     reward: Tensor, next_value: Tensor, terminated: Tensor, gamma: float, rho: float
 ) -> Tensor:
-    """Paper shortcut y = r + gamma (1-rho) V_hat(s'): exact only if min V = 0, optimistic when V < 0."""
-    return _bootstrap(reward, terminated, gamma, (1.0 - rho) * next_value)
+    """The paper's contamination shortcut: y = r + gamma (1-rho) V_hat(s') (optimistic when V < 0)."""
+    return _bootstrap(reward, terminated, gamma, _cont("paper", "contamination", next_value, rho=rho))
 
 
 def paper_tv_target(
     reward: Tensor, next_value: Tensor, terminated: Tensor, gamma: float, rho: float, g: Scalar
 ) -> Tensor:
-    """Paper shortcut y = r + gamma [(1-rho) g - relu(g - V_hat(s'))] with the paper's dual estimate g(s,a)."""
-    g_t = _like(g, next_value)
-    return _bootstrap(reward, terminated, gamma, (1.0 - rho) * g_t - torch.relu(g_t - next_value))
+    """The paper's TV shortcut: y = r + gamma [(1-rho) g - relu(g - V_hat(s'))] with its dual estimate g(s,a)."""
+    return _bootstrap(reward, terminated, gamma, _cont("paper", "tv", next_value, _like(g, next_value), rho=rho))
+
+
+def pinball_loss(next_value: Tensor, eta: Tensor, rho: float) -> Tensor:
+    """The exact TV rule's aux loss: u ((1-rho) - 1[u<0]), u = V_hat - eta; minimised by the (1-rho)-quantile."""
+    loss = sample_rule("exact", "tv").aux_loss
+    assert loss is not None
+    return loss(TORCH_OPS, next_value, eta, rho, None)
+
+
+def psi_regression_loss(next_value: Tensor, log_psi: Tensor, beta: float, shift: Scalar) -> Tensor:
+    """The exact kl-penalty rule's aux loss: (psi - exp(-(V_hat - c)/beta))^2, psi = exp(log_psi) (linear above 0)."""
+    loss = sample_rule("exact", "kl-penalty").aux_loss
+    assert loss is not None
+    return loss(TORCH_OPS, next_value, log_psi, beta, _like(shift, next_value))
+
+
+def paper_tv_dual_loss(next_value: Tensor, g: Tensor, rho: float) -> Tensor:
+    """The paper TV rule's aux loss (relu(g - V_hat) - (1-rho) g)^2; its minimiser is NOT the TV dual optimum."""
+    loss = sample_rule("paper", "tv").aux_loss
+    assert loss is not None
+    return loss(TORCH_OPS, next_value, g, rho, None)
 
 
 def lambda_returns(
@@ -189,29 +257,6 @@ def lambda_returns(
         G = torch.where(valid[:, t], _bootstrap(r[:, t], done[:, t], gamma, a * blend + b), torch.zeros_like(G))
         out[:, t] = G
     return out
-
-
-def pinball_loss(next_value: Tensor, eta: Tensor, rho: float) -> Tensor:
-    """Elementwise l(u) = u ((1-rho) - 1[u<0]), u = V_hat - eta; its conditional minimiser is the (1-rho)-quantile."""
-    u = next_value - eta
-    return u * ((1.0 - rho) - (u < 0).to(u.dtype))
-
-
-def psi_regression_loss(next_value: Tensor, log_psi: Tensor, beta: float, shift: Scalar) -> Tensor:
-    """Elementwise (psi - exp(-(V_hat - c)/beta))^2 with psi = exp(log_psi); minimised by the conditional mean.
-
-    ``exp(log_psi)`` is continued linearly above log_psi = 0 (value and slope 1 there) so it cannot overflow.
-    With c <= V_hat (targets <= 1, as :class:`RobustTarget` ensures by taking c = batch minimum) the loss is
-    increasing in log_psi above 0, so the minimiser, psi = E[exp(-(V_hat - c)/beta) | s,a], is unchanged.
-    """
-    psi = torch.where(log_psi <= 0, torch.exp(torch.clamp(log_psi, max=0.0)), 1.0 + log_psi)
-    target = torch.exp(-(next_value - _like(shift, next_value)) / beta)
-    return (psi - target) ** 2
-
-
-def paper_tv_dual_loss(next_value: Tensor, g: Tensor, rho: float) -> Tensor:
-    """Elementwise paper loss (relu(g - V_hat) - (1-rho) g)^2; its minimiser is NOT the TV dual optimum."""
-    return (torch.relu(g - next_value) - (1.0 - rho) * g) ** 2
 
 
 def masked_min(values: Tensor, valid: Tensor) -> Tensor:
@@ -256,8 +301,8 @@ class TargetConfig:
     """Which robust target the learner regresses on; call :meth:`validate` (RobustTarget does) before use."""
 
     kind: str = "none"  # "none" | "exact" | "paper"
-    set: str = "contamination"  # "contamination" | "tv" | "kl-penalty" (paper: contamination and tv only)
-    rho: float = 0.0  # radius for contamination/tv, in [0, 1]
+    set: str = "contamination"  # a set with a sample rule of this kind (SETS; paper: PAPER_SETS)
+    rho: float = 0.0  # the set's radius where its radius is rho (contamination, tv: [0, 1]; chi2: >= 0)
     beta: float = 1.0  # kl-penalty temperature, > 0
     # "batch" | "running" (min over the last m_hat_window batches) | "bound" (m_hat_bound) | "ema" (EMA of the batch
     # minima, rate 1 / m_hat_window); docs/m_hat.md has the measured bias of each
@@ -266,19 +311,37 @@ class TargetConfig:
     m_hat_window: int = 50
     aux_hidden: int = 64
     aux_lr: float = 5e-4
-    aux_steps: int = 1  # auxiliary (eta / psi / paper g) gradient steps per update_aux call
+    aux_steps: int = 1  # auxiliary gradient steps per update_aux call
+
+    @property
+    def rule(self) -> SampleRule:
+        """The registered sample rule of (kind, set); raises ValueError naming the options if there is none."""
+        try:
+            return sample_rule(self.kind, self.set)
+        except UncertaintySetError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @property
+    def radius(self) -> float:
+        """The parameter the set's formulas take: ``rho``, or the field the set names (kl-penalty: ``beta``)."""
+        return float(getattr(self, get_spec(self.set).radius.symbol))
 
     def validate(self) -> None:
         """Raise ValueError naming the key, its value and the allowed range on the first invalid field."""
         _check_choice("kind", self.kind, KINDS)
         _check_choice("set", self.set, SETS)
-        if self.kind == "paper" and self.set not in PAPER_SETS:
+        if self.kind != "none" and self.kind not in get_spec(self.set).rules:
+            with_kind = sets_with_rule(self.kind)
             raise ValueError(
-                f"TargetConfig.set={self.set!r} is invalid with kind='paper': allowed one of "
-                + ", ".join(repr(s) for s in PAPER_SETS)
-                + " (the paper has no kl-penalty target; use kind='exact')"
+                f"TargetConfig.set={self.set!r} is invalid with kind={self.kind!r}: allowed one of "
+                + ", ".join(repr(s) for s in with_kind)
+                + f" (the {self.kind} targets have no {self.set} rule; use kind='exact')"
             )
-        _check_real("rho", self.rho, 0.0, 1.0)
+        radius = get_spec(self.set).radius
+        if radius.symbol == "rho":
+            _check_real("rho", self.rho, radius.lo, radius.hi, lo_open=radius.open_low)
+        else:
+            _check_real("rho", self.rho, 0.0, 1.0)  # unused by this set; kept in the ball sets' range
         _check_real("beta", self.beta, 0.0, math.inf, lo_open=True)
         _check_choice("m_hat", self.m_hat, M_HAT_MODES)
         if self.m_hat == "bound" and self.m_hat_bound is None:
@@ -305,24 +368,38 @@ class TargetInputs:
 
 # ===== auxiliary network ==========================================================================
 class _AuxNet(nn.Module):
-    """MLP [state, joint one-hot] -> hidden -> hidden -> 1, output ``loc + scale * head`` in V_hat's units.
+    """MLP [state, joint one-hot] -> hidden -> hidden -> one output per rule output, in V_hat's units.
 
-    (loc, scale) are buffers tracking the mean/std of V_hat (PopArt-style): each change rescales the head so
-    that every output is preserved exactly, which lets a net with O(1) weights follow values of any scale.
+    A "value" output is ``loc + scale * head``, a "spread" output (>= 0) is ``scale * exp(head)``. (loc, scale)
+    are buffers tracking the mean/std of V_hat (PopArt-style): each change rescales the head so that every
+    output is preserved exactly, which lets a net with O(1) weights follow values of any scale.
     """
 
-    def __init__(self, in_dim: int, hidden: int) -> None:
+    def __init__(self, in_dim: int, hidden: int, outputs: tuple[str, ...] = ("value",)) -> None:
         super().__init__()
+        unknown = [o for o in outputs if o not in ("value", "spread")]
+        if not outputs or unknown:
+            raise ValueError(f"auxiliary outputs {outputs!r}: each must be 'value' or 'spread'")
         self.body = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.head = nn.Linear(hidden, 1)
+        self.head = nn.Linear(hidden, len(outputs))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.register_buffer("loc", torch.zeros(()))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self._spread: list[bool] = [o == "spread" for o in outputs]  # not state: the rule fixes it
+
+    def _spread_mask(self) -> Tensor:
+        return torch.tensor(self._spread, device=self.head.weight.device)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.loc + self.scale * self.head(self.body(x)).squeeze(-1)
+        """Outputs of shape (..., n_outputs)."""
+        h = self.head(self.body(x))
+        value = self.loc + self.scale * h
+        if not any(self._spread):
+            return value
+        spread = self.scale * torch.exp(torch.clamp(h, -_SPREAD_LOG_CLAMP, _SPREAD_LOG_CLAMP))
+        return torch.where(self._spread_mask(), spread, value)
 
     @torch.no_grad()
     def track(self, mean: Tensor, std: Tensor) -> None:
@@ -333,8 +410,15 @@ class _AuxNet(nn.Module):
         new_loc = torch.where(init, (1 - m) * loc + m * mean, mean)
         new_scale = torch.where(init, (1 - m) * scale + m * std, std).clamp_min(_MIN_SCALE)
         w, b = self.head.weight, self.head.bias
-        w.mul_(torch.where(init, scale / new_scale, torch.ones_like(scale)))
-        b.copy_(torch.where(init, (scale * b + loc - new_loc) / new_scale, b))
+        ratio = torch.where(init, scale / new_scale, torch.ones_like(scale))
+        b_value = torch.where(init, (scale * b + loc - new_loc) / new_scale, b)
+        if any(self._spread):
+            spread = self._spread_mask()
+            w.mul_(torch.where(spread, torch.ones_like(ratio), ratio)[:, None])
+            b.copy_(torch.where(spread, b + torch.log(ratio), b_value))
+        else:
+            w.mul_(ratio)
+            b.copy_(b_value)
         loc.copy_(new_loc)
         scale.copy_(new_scale)
         init.fill_(True)
@@ -344,6 +428,7 @@ class _AuxNet(nn.Module):
 class RobustTarget(nn.Module):
     """Computes y for one TargetConfig from :class:`TargetInputs`; owns the auxiliary net, its optimizer, m_hat state.
 
+    The formula is the registered rule of (kind, set) (``self.rule``); this module supplies what it needs.
     State (aux net, its output normalisation, the running m_hat window, the kl shift c) is in ``state_dict()``;
     the auxiliary optimizer is ``self.optimizer`` (None when nothing is learned). For tests, see
     :meth:`set_aux_override`.
@@ -358,6 +443,8 @@ class RobustTarget(nn.Module):
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= float(gamma) <= 1.0:
             raise ValueError(f"RobustTarget gamma={gamma!r} is invalid: allowed a number in [0, 1]")
         self.cfg = cfg
+        self.rule: SampleRule = cfg.rule
+        self.radius = cfg.radius
         self.state_dim = state_dim
         self.n_agents = n_agents
         self.n_actions = n_actions
@@ -367,26 +454,24 @@ class RobustTarget(nn.Module):
         if cfg.m_hat == "ema":  # only in this mode, so the state_dict of the other modes is unchanged
             self.register_buffer("m_hat_ema", torch.full((), math.nan, dtype=torch.float64))
         self.aux: _AuxNet | None = (
-            _AuxNet(state_dim + n_agents * n_actions, cfg.aux_hidden) if self._learns_aux(cfg) else None
+            _AuxNet(state_dim + n_agents * n_actions, cfg.aux_hidden, self.rule.aux_outputs)
+            if self.rule.needs_aux
+            else None
         )
         self.optimizer: torch.optim.Optimizer | None = (
             torch.optim.Adam(self.aux.parameters(), lr=cfg.aux_lr, fused=True) if self.aux is not None else None
         )
         self._aux_override: AuxOverride | None = None
 
-    @staticmethod
-    def _learns_aux(cfg: TargetConfig) -> bool:
-        return (cfg.kind == "exact" and cfg.set in ("tv", "kl-penalty")) or (cfg.kind == "paper" and cfg.set == "tv")
-
     @property
     def needs_aux(self) -> bool:
-        """True when an auxiliary net is trained by update_aux (exact tv, exact kl-penalty, paper tv)."""
+        """True when the rule needs an auxiliary net trained by update_aux (exact tv, chi2, kl-penalty; paper tv)."""
         return self.aux is not None
 
     @property
     def uses_m_hat(self) -> bool:
-        """True when the target uses m_hat (exact contamination and exact tv)."""
-        return self.cfg.kind == "exact" and self.cfg.set in ("contamination", "tv")
+        """True when the rule uses m_hat (exact contamination and exact tv)."""
+        return self.rule.needs_m_hat
 
     def extra_repr(self) -> str:
         c = self.cfg
@@ -398,9 +483,9 @@ class RobustTarget(nn.Module):
         """Test hook: ``fn(state, actions_onehot)`` replaces the aux net in :meth:`aux_value` (None restores it).
 
         ``fn`` maps inputs of any leading shape K (forward passes the (n, dim) rows of the valid nonterminal
-        entries) to shape K,
-        returning what :meth:`aux_value` returns: eta (exact tv), log psi under the buffer ``kl_shift``
-        (exact kl-penalty) or g (paper tv). update_aux still trains the net; only the target uses ``fn``.
+        entries) to what :meth:`aux_value` returns: the rule's view of the aux outputs (eta for exact tv, log psi
+        under the buffer ``kl_shift`` for exact kl-penalty, g for paper tv: shape K; (eta, s) for chi2: K + (2,)).
+        update_aux still trains the net; only the target uses ``fn``.
         """
         self._aux_override = fn
 
@@ -434,30 +519,31 @@ class RobustTarget(nn.Module):
         return idx, state, actions
 
     def _raw_aux(self, state: Tensor, actions_onehot: Tensor) -> Tensor:
-        """The aux net's output in value units: eta (exact tv), the soft-min u = c - beta log psi (kl), g (paper tv)."""
+        """The aux net's outputs in value units, shape (..., n_outputs)."""
         assert self.aux is not None
         p = self.aux.head.weight
         if state.device != p.device:
             raise ValueError(f"TargetInputs are on {state.device} but the target's aux net is on {p.device}; move it")
         return self.aux(torch.cat([state.to(p.dtype), actions_onehot.to(p.dtype)], dim=-1))
 
+    def _view(self, raw: Tensor) -> Tensor:
+        return self.rule.aux_view(TORCH_OPS, raw, self.radius, self.kl_shift.to(raw.dtype))
+
     @torch.no_grad()
     def aux_value(self, state: Tensor, actions_onehot: Tensor) -> Tensor:
-        """The auxiliary estimate entering the formula, any leading shape: eta, log psi under ``kl_shift``, or g."""
+        """The auxiliary estimate entering the formula (the rule's view), any leading shape."""
         if self._aux_override is not None:
             return self._aux_override(state, actions_onehot)
         if self.aux is None:
             raise RuntimeError(f"target {self.cfg.kind}/{self.cfg.set} has no auxiliary estimate")
-        out = self._raw_aux(state, actions_onehot)
-        if self.cfg.set == "kl-penalty":
-            return (self.kl_shift.to(out.dtype) - out) / self.cfg.beta  # psi = exp(.) > 0 by construction
-        return out
+        return self._view(self._raw_aux(state, actions_onehot))
 
     def _aux_full(self, inputs: TargetInputs, boot: Tensor, dtype: torch.dtype) -> Tensor:
         """aux_value on the bootstrapped rows only (one fused pass), scattered to shape L (0 elsewhere, unused)."""
         idx, state, actions = self._rows(inputs, boot)
-        full = torch.zeros(boot.numel(), dtype=dtype, device=boot.device)
-        return full.index_copy_(0, idx, self.aux_value(state, actions).to(dtype)).view(boot.shape)
+        rows = self.aux_value(state, actions).to(dtype)
+        full = torch.zeros((boot.numel(), *rows.shape[1:]), dtype=dtype, device=boot.device)
+        return full.index_copy_(0, idx, rows).view(*boot.shape, *rows.shape[1:])
 
     def m_hat(self, next_value: Tensor, bootstrapped: Tensor) -> Tensor:
         """The m_hat estimate for this batch (0-d, next_value's dtype/device); 0 if no valid nonterminal entry."""
@@ -480,39 +566,30 @@ class RobustTarget(nn.Module):
         dtype = torch.promote_types(inputs.reward.dtype, v.dtype)
         r = inputs.reward.to(dtype)
         v = v.to(dtype)
-        cfg, g = self.cfg, self.gamma
-        if cfg.kind == "none":
-            y = nominal_target(r, v, done, g)
-        elif cfg.kind == "paper" and cfg.set == "contamination":
-            y = paper_contamination_target(r, v, done, g, cfg.rho)
-        elif cfg.kind == "paper":
-            y = paper_tv_target(r, v, done, g, cfg.rho, self._aux_full(inputs, boot, dtype))
-        elif cfg.set == "contamination":
-            y = contamination_target(r, v, done, g, cfg.rho, self.m_hat(v, boot))
-        elif cfg.set == "tv":
-            y = tv_target(r, v, done, g, cfg.rho, self._aux_full(inputs, boot, dtype), self.m_hat(v, boot))
-        else:
-            y = kl_penalty_target(r, done, g, cfg.beta, self._aux_full(inputs, boot, dtype), self.kl_shift.to(dtype))
+        rule = self.rule
+        aux = self._aux_full(inputs, boot, dtype) if rule.needs_aux else None
+        m = self.m_hat(v, boot) if rule.needs_m_hat else None
+        shift = self.kl_shift.to(dtype) if rule.needs_shift else None
+        y = _bootstrap(r, done, self.gamma, rule.continuation(TORCH_OPS, v, aux, m, self.radius, shift))
         return torch.where(valid, y, torch.zeros_like(y))
 
     @torch.no_grad()
     def lambda_target(self, inputs: TargetInputs, lam: float) -> Tensor:
         """Lambda-returns (:func:`lambda_returns`) of (B, T) episode rows; equals ``forward`` at lam = 0.
 
-        Only for targets affine in V_hat(s'): none (slope 1), paper contamination (slope 1-rho) and exact
-        contamination (slope 1-rho, offset rho m_hat with m_hat from the one-step V_hat as in forward).
-        Raises ValueError for tv and kl-penalty, whose targets are nonlinear in V_hat(s').
+        Only for rules affine in V_hat(s') (``rule.affine``: none, paper and exact contamination, whose offset
+        rho m_hat takes m_hat from the one-step V_hat as in forward). Raises ValueError for the others (tv, chi2,
+        kl-penalty), whose targets are nonlinear in V_hat(s').
         """
         v, _, _, boot = self._check(inputs)
-        cfg = self.cfg
-        if cfg.kind != "none" and cfg.set != "contamination":
+        cfg, rule = self.cfg, self.rule
+        if rule.affine is None:
             raise ValueError(
                 f"a lambda-return needs a target affine in V_hat(s'); {cfg.kind}/{cfg.set} is not (use lambda 0)"
             )
         dtype = torch.promote_types(inputs.reward.dtype, v.dtype)
         v = v.to(dtype)
-        slope: Scalar = 1.0 if cfg.kind == "none" else 1.0 - cfg.rho
-        offset: Scalar = cfg.rho * self.m_hat(v, boot) if cfg.kind == "exact" else 0.0
+        slope, offset = rule.affine(self.radius, self.m_hat(v, boot) if rule.needs_m_hat else 0.0)
         return lambda_returns(
             inputs.reward.to(dtype), v, inputs.terminated, inputs.mask, self.gamma, lam, slope, offset
         )
@@ -524,14 +601,15 @@ class RobustTarget(nn.Module):
         of ``inputs.reward``) their weighted mean; padding never reaches the net). Exact-expectation batches
         (:mod:`drigm.exact_harness`) weight each (s, a, s') by P0(s'|s,a); m_hat and the kl shift still take every
         valid entry, whatever its weight.
-        Returns floats: "aux_loss" (last step), "aux_mean" (mean aux output in value units: eta, the soft-min
-        c - beta log psi, or g), plus "m_hat" (exact tv) or "kl_shift" (kl-penalty); {"m_hat"} for exact
-        contamination; {} for the other aux-free kinds. A batch without a valid nonterminal entry trains nothing.
+        Returns floats: "aux_loss" (last step), "aux_mean" (mean of the first aux output in value units: eta, the
+        soft-min c - beta log psi, or g), "aux_spread" (mean of a "spread" output: chi2's s), plus "m_hat" (rules
+        that use it) or "kl_shift" (rules learned relative to a shift); {"m_hat"} for exact contamination; {} for
+        the other aux-free rules. A batch without a valid nonterminal entry trains nothing.
         """
         v, _, _, boot = self._check(inputs)
         if weight is not None and weight.shape != inputs.reward.shape:
             raise ValueError(f"update_aux weight has shape {tuple(weight.shape)}; expected that of inputs.reward")
-        cfg = self.cfg
+        cfg, rule = self.cfg, self.rule
         with torch.no_grad():
             batch_min = masked_min(v, boot)
             if cfg.m_hat == "running":
@@ -542,7 +620,7 @@ class RobustTarget(nn.Module):
                 ema.copy_(torch.where(torch.isnan(ema), b, ema + (b - ema) / cfg.m_hat_window))
         if self.aux is None:
             return {"m_hat": float(self.m_hat(v, boot))} if self.uses_m_hat else {}
-        assert self.optimizer is not None
+        assert self.optimizer is not None and rule.aux_loss is not None
         idx, state, actions = self._rows(inputs, boot)
         if idx.numel() == 0:  # nothing valid to learn from (the nonzero() above already synchronised)
             return {"aux_loss": 0.0, "aux_mean": 0.0}
@@ -550,7 +628,7 @@ class RobustTarget(nn.Module):
         vn = v.reshape(-1).index_select(0, idx).to(dtype)
         with torch.no_grad():
             self.aux.track(vn.mean(), vn.std(correction=0))
-            if cfg.set == "kl-penalty":  # c = batch minimum keeps every regression target in (0, 1]
+            if rule.needs_shift:  # c = batch minimum keeps every regression target in (0, 1]
                 self.kl_shift.copy_(batch_min)
         shift = self.kl_shift.to(dtype)
         wn = None if weight is None else weight.reshape(-1).index_select(0, idx).to(dtype)
@@ -558,23 +636,21 @@ class RobustTarget(nn.Module):
         def reduce(elementwise: Tensor) -> Tensor:  # the plain mean, or the weighted mean with weights
             return elementwise.mean() if wn is None else (wn * elementwise).sum() / wn.sum().clamp_min(1e-30)
 
-        loss = out = vn
+        loss, raw = vn, vn[:, None]
         for _ in range(cfg.aux_steps):
-            out = self._raw_aux(state, actions)
-            if cfg.kind == "paper":
-                loss = reduce(paper_tv_dual_loss(vn, out, cfg.rho))
-            elif cfg.set == "tv":
-                loss = reduce(pinball_loss(vn, out, cfg.rho))
-            else:
-                loss = reduce(psi_regression_loss(vn, (shift - out) / cfg.beta, cfg.beta, shift))
+            raw = self._raw_aux(state, actions)
+            view = rule.aux_view(TORCH_OPS, raw, self.radius, shift)
+            loss = reduce(rule.aux_loss(TORCH_OPS, vn, view, self.radius, shift))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
         with torch.no_grad():
-            stats = {"aux_loss": loss.detach(), "aux_mean": out.detach().mean()}
+            stats = {"aux_loss": loss.detach(), "aux_mean": raw[..., 0].detach().mean()}
+            if "spread" in rule.aux_outputs:
+                stats["aux_spread"] = raw[..., rule.aux_outputs.index("spread")].detach().mean()
             if self.uses_m_hat:
                 stats["m_hat"] = self.m_hat(v, boot).to(dtype)
-            if cfg.set == "kl-penalty":
+            if rule.needs_shift:
                 stats["kl_shift"] = shift
         return dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))
 

@@ -372,7 +372,7 @@ def sigma_monotone_in_rho(case: SigmaCase) -> None:
     u1, u2 = case.uset, rsets.make_set(case.set_name, case.rho2)
     s1, s2 = _sigma_paths(u1, case.P0, V), _sigma_paths(u2, case.P0, V)
     for path in s1:
-        lo, hi = (s1[path], s2[path]) if case.set_name == "kl-penalty" else (s2[path], s1[path])
+        lo, hi = (s1[path], s2[path]) if not rsets.get_spec(case.set_name).is_ball else (s2[path], s1[path])
         if np.any(lo > hi + _sigma_atol(case, V)):
             raise FalsifiedError(
                 f"{path}: sigma is not monotone in rho ({case.rho:g} -> {case.rho2:g})",
@@ -395,7 +395,7 @@ def sigma_worst_case_attains(case: SigmaCase) -> None:
     Pw = u.worst_case(case.P0, V)
     sig = u.support(case.P0, V)
     atol = _sigma_atol(case, V)
-    if case.set_name == "kl-penalty":
+    if not rsets.get_spec(case.set_name).is_ball:
         if np.any(Pw < -1e-12) or np.any(np.abs(Pw.sum(axis=1) - 1.0) > 1e-9):
             raise FalsifiedError("p* has a row that is not a distribution", case)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -440,7 +440,7 @@ def sigma_matches_primal(case: SigmaCase) -> None:
         if abs(closed - primal) <= tol:
             continue
         if closed > primal:  # cvxpy found less: pull its point into the set and see whether it stays below
-            if case.set_name == "kl-penalty":  # no set: any p with p << p0 is a witness
+            if not rsets.get_spec(case.set_name).is_ball:  # no set: any p with p << p0 is a witness
                 nz = p_cvx > 0
                 assume(bool(np.all(p0[nz] > 0)))
                 value = float(p_cvx @ V) + case.rho * float(np.sum(p_cvx[nz] * np.log(p_cvx[nz] / p0[nz])))
@@ -459,7 +459,7 @@ def sigma_matches_primal(case: SigmaCase) -> None:
                 )
         else:  # the closed form claims less than cvxpy's optimum: it must be attained by a feasible p*
             p_star = u.worst_case(case.P0, V)[0]
-            if case.set_name == "kl-penalty":
+            if not rsets.get_spec(case.set_name).is_ball:
                 nz = p_star > 0
                 if not np.all(p0[nz] > 0):
                     raise FalsifiedError(f"{path}: p* puts mass outside supp(p0)", case, {"p_star": p_star})

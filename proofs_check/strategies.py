@@ -30,10 +30,10 @@ import numpy as np
 from hypothesis import strategies as st
 
 from reference.game import Game
-from reference.sets import UncertaintySet, make_set
+from reference.sets import SPECS, UncertaintySet, make_set
 
-BALL_SETS: tuple[str, ...] = ("contamination", "tv", "kl", "chi2")
-ALL_SETS: tuple[str, ...] = (*BALL_SETS, "kl-penalty")
+BALL_SETS: tuple[str, ...] = tuple(name for name, spec in SPECS.items() if spec.is_ball)
+ALL_SETS: tuple[str, ...] = (*BALL_SETS, *(name for name, spec in SPECS.items() if not spec.is_ball))
 KERNEL_KINDS: tuple[str, ...] = ("dense", "sparse", "deterministic", "near-degenerate")
 REWARD_SIGNS: tuple[str, ...] = ("mixed", "negative", "positive")
 FAMILIES: tuple[str, ...] = ("random", "additive", "agent0", "split", "gamble", "monotone", "static-monotone", "tied")
@@ -42,8 +42,9 @@ MONOTONE_MIXABLE: tuple[str, ...] = ("additive", "agent0", "split", "gamble", "m
 REDUCIBLE: tuple[str, ...] = ("random", "agent0", "split")
 
 #: the finite upper end used for sets whose rho range is unbounded (kl, chi2) and for the kl-penalty beta
-RHO_TOP: dict[str, float] = {"contamination": 1.0, "tv": 1.0, "kl": 20.0, "chi2": 50.0, "kl-penalty": 100.0}
-RHO_BOTTOM: dict[str, float] = {"contamination": 0.0, "tv": 0.0, "kl": 0.0, "chi2": 0.0, "kl-penalty": 1e-3}
+RHO_TOP: dict[str, float] = {name: spec.test_top for name, spec in SPECS.items()}
+#: the lower end: the range's own, or 1e-3 where it is open (kl-penalty's beta > 0)
+RHO_BOTTOM: dict[str, float] = {name: 1e-3 if s.radius.open_low else s.radius.lo for name, s in SPECS.items()}
 GAMMA_MAX = 0.99
 EXPLICIT_LIMIT = 160  # arrays with more entries than this come from a seeded numpy generator
 NEAR_DEGENERATE_EPS = (1e-12, 1e-9, 1e-6)
@@ -67,7 +68,7 @@ def rhos(set_name: str, positive: bool = False) -> st.SearchStrategy[float]:
     """rho over the set's range, ends included (a finite top for kl/chi2; beta > 0 for kl-penalty)."""
     lo, hi = RHO_BOTTOM[set_name], RHO_TOP[set_name]
     if positive and lo == 0.0:
-        lo = 0.05 * hi if set_name in ("contamination", "tv") else 0.05
+        lo = 0.05 * hi if hi <= 1.0 else 0.05
     mids = [x for x in (0.1, 0.3, 0.5, 1.0, 2.0) if lo < x < hi]
     return st.one_of(st.sampled_from([lo, hi, *mids]), st.floats(lo, hi))
 

@@ -274,8 +274,8 @@ def worst_case_kernel_utilities(
 
 def sup_support(uset: UncertaintySet, P0: np.ndarray, V: np.ndarray) -> np.ndarray:
     """The best case sup_{p in U} p.V = -sigma(-V), for every row of P0 (ball sets only)."""
-    if uset.name == "kl-penalty":
-        raise GameError("kl-penalty is a penalty, not a ball: it has no best case over a set")
+    if not uset.spec.is_ball:
+        raise GameError(f"{uset.name} is a penalty, not a ball: it has no best case over a set")
     return -uset.support(P0, -np.asarray(V, dtype=np.float64), validate=False)
 
 

@@ -29,6 +29,7 @@ TARGETS: dict[str, dict[str, Any]] = {
     "exact-contamination": {"kind": "exact", "set": "contamination", "rho": RHO},
     "exact-tv": {"kind": "exact", "set": "tv", "rho": RHO},
     "exact-kl-penalty": {"kind": "exact", "set": "kl-penalty", "beta": 1.0},
+    "exact-chi2": {"kind": "exact", "set": "chi2", "rho": RHO},
     "paper-contamination": {"kind": "paper", "set": "contamination", "rho": RHO},
     "paper-tv": {"kind": "paper", "set": "tv", "rho": RHO},
 }

@@ -54,6 +54,7 @@ SETS: dict[str, tuple[dict[str, Any], tuple[str, float]]] = {
     "contamination": ({"kind": "exact", "set": "contamination", "rho": 0.5}, ("contamination", 0.5)),
     "tv": ({"kind": "exact", "set": "tv", "rho": 0.2}, ("tv", 0.2)),
     "kl-penalty": ({"kind": "exact", "set": "kl-penalty", "beta": 1.0}, ("kl-penalty", 1.0)),
+    "chi2": ({"kind": "exact", "set": "chi2", "rho": 1.0}, ("chi2", 1.0)),
 }
 # one state and gamma = 0: an episode of 10 steps is 10 independent plays of the matrix game
 SINGLE_STATE = {"env": {"episode_limit": 10}}

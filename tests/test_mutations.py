@@ -228,12 +228,13 @@ def test_unbroken_reference_passes_the_same_properties() -> None:
 
 # ===== the neural learner: break the robust target and check that the exact-expectation harness fails ==========
 def _drop_m_hat(mp: pytest.MonkeyPatch) -> None:
-    from drigm import targets
+    from reference.sets import contamination
 
-    def contamination_target(reward, next_value, terminated, gamma, rho, m_hat):  # (1-rho) V only: no rho m_hat
-        return targets._bootstrap(reward, terminated, gamma, (1.0 - rho) * next_value)
+    def continuation(ops, v, aux, m_hat, rho, shift):  # (1-rho) V only: no rho m_hat
+        return (1.0 - rho) * v
 
-    mp.setattr(targets, "contamination_target", contamination_target)
+    rule = replace(contamination.EXACT, continuation=continuation)
+    mp.setitem(contamination.SPEC.rules, "exact", rule)  # type: ignore[index]
 
 
 def _double_rho(mp: pytest.MonkeyPatch) -> None:
@@ -243,13 +244,13 @@ def _double_rho(mp: pytest.MonkeyPatch) -> None:
 
 
 def _quantile_level_rho(mp: pytest.MonkeyPatch) -> None:
-    from drigm import targets
+    from reference.sets import tv
 
-    def pinball_loss(next_value, eta, rho):  # the rho-quantile instead of the (1-rho)-quantile
-        u = next_value - eta
-        return u * (rho - (u < 0).to(u.dtype))
+    def pinball_loss(ops, v, eta, rho, shift):  # the rho-quantile instead of the (1-rho)-quantile
+        u = v - eta
+        return u * (rho - ops.indicator(u < 0, u))
 
-    mp.setattr(targets, "pinball_loss", pinball_loss)
+    mp.setitem(tv.SPEC.rules, "exact", replace(tv.EXACT, aux_loss=pinball_loss))  # type: ignore[index]
 
 
 def _learner_wired_to_none(mp: pytest.MonkeyPatch) -> None:

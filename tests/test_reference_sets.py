@@ -360,7 +360,7 @@ def test_kl_shared_on_a_large_kernel_and_its_general_fallback(rho: float, monkey
     general = make_set("kl", rho).support(P, V)
     kernel = SharedKernel(P)
     np.testing.assert_allclose(support_shared("kl", kernel, V, rho), general, rtol=0, atol=1e-11)
-    monkeypatch.setattr(sets, "_KL_MAX_PASSES", 0)  # every active row through the general solver
+    monkeypatch.setattr(sets.kl, "_KL_MAX_PASSES", 0)  # every active row through the general solver
     np.testing.assert_allclose(support_shared("kl", kernel, V, rho), general, rtol=0, atol=1e-13)
 
 
