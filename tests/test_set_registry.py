@@ -187,3 +187,20 @@ def test_unknown_names_and_missing_rules_fail_loudly() -> None:
     with pytest.raises(ValueError, match=r"TargetConfig.rho=-0.5 is invalid: allowed a finite number >= 0"):
         TargetConfig(kind="exact", set="chi2", rho=-0.5).validate()
     TargetConfig(kind="exact", set="chi2", rho=4.0).validate()  # chi2's radius is not capped at 1
+
+
+@pytest.mark.parametrize("name", [n for n, s in SPECS.items() if s.is_ball])
+def test_members_lie_in_the_set_and_reach_its_boundary(name: str) -> None:
+    """``member`` draws points of U(p0) from the set's definition: inside the ball, and on its boundary when asked
+    (unless the whole simplex-on-support fits in it)."""
+    spec = SPECS[name]
+    rng = np.random.default_rng(5)
+    on_boundary = 0
+    for p0, _, rho in _cases(name, seed=6):
+        for boundary in (True, False):
+            p = spec.member(p0, rho, rng, boundary)
+            assert np.all(p >= -1e-15) and abs(p.sum() - 1.0) < 1e-12
+            d = spec.divergence(p, p0)  # type: ignore[misc]
+            assert d <= rho * (1 + 1e-9) + 1e-12, f"{name}: member at distance {d} > rho {rho}"
+            on_boundary += boundary and rho > 0 and d >= rho * (1 - 1e-6)
+    assert on_boundary >= 5

@@ -150,6 +150,24 @@ def _unit_range(V: np.ndarray) -> tuple[float, float, np.ndarray]:
     return c, s, (V - c) / s
 
 
+def support_direction(p0: np.ndarray, rng: np.random.Generator, boundary: bool) -> np.ndarray:
+    """A distribution q on supp(p0): a vertex (one state) if `boundary`, else a random interior point."""
+    supp = np.flatnonzero(p0 > 0)
+    q = np.zeros(p0.size)
+    if boundary:
+        q[rng.choice(supp)] = 1.0
+    else:
+        q[supp] = rng.dirichlet(np.ones(supp.size))
+    return q
+
+
+def chi2_step(rho: float, p0: np.ndarray, q: np.ndarray) -> float:
+    """The largest t in [0, 1] (a hair inside) with chi2((1 - t) p0 + t q, p0) = t^2 chi2(q, p0) <= rho."""
+    supp = p0 > 0
+    chi2 = float(np.sum((q[supp] - p0[supp]) ** 2 / p0[supp]))
+    return 1.0 if chi2 <= rho else math.sqrt(rho / chi2) * (1.0 - 1e-9)
+
+
 def restricted_to_support(p: np.ndarray, p0: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(p, p0) on supp(p0), or None when p puts mass (> 1e-15) off it (kl and chi2 are then infinite)."""
     supp = p0 > 0
@@ -375,9 +393,10 @@ class SetSpec:
     """Everything about one uncertainty set: register it in ``reference/sets/__init__.py`` (one line).
 
     ``primal(cp, p, p0, V, rho)`` returns (objective, constraints) of min_p over the set for a cvxpy variable p
-    (p >= 0 and sum p = 1 are added by the caller). ``divergence`` is None for a penalty (no ball).
-    ``support_shared`` is an optional fast path for one V shared by every row of a prepared kernel; without it
-    the general ``support`` runs on the kernel's rows. ``test_top`` is a finite upper end of rho for random tests.
+    (p >= 0 and sum p = 1 are added by the caller). ``divergence`` is None for a penalty (no ball). ``member``
+    draws random members of the set (penalties: any p << p0). ``support_shared`` is an optional fast path for one
+    V shared by every row of a prepared kernel; without it the general ``support`` runs on the kernel's rows.
+    ``test_top`` is a finite upper end of rho for random tests.
     """
 
     name: str
@@ -387,6 +406,9 @@ class SetSpec:
     worst_case: Callable[..., np.ndarray]
     primal: Primal
     divergence: Callable[[np.ndarray, np.ndarray], float] | None
+    #: member(p0, rho, rng, boundary) -> a random p in U(p0), on (or a hair inside) its boundary if `boundary`;
+    #: built from the set's definition, not from its worst case, so property tests can use it as a witness
+    member: Callable[[np.ndarray, float, np.random.Generator, bool], np.ndarray]
     test_top: float
     support_shared: Callable[[SharedKernel, np.ndarray, float], np.ndarray] | None = None
     rules: Mapping[str, SampleRule] = field(default_factory=dict)

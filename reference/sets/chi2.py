@@ -26,7 +26,9 @@ from reference.sets._base import (
     _rows,
     _sorted_rows,
     _unit_range,
+    chi2_step,
     restricted_to_support,
+    support_direction,
 )
 
 RADIUS = Radius("chi2", 0.0, math.inf, meaning="the chi-square radius")
@@ -167,6 +169,13 @@ def chi2_primal(cp: Any, p: Any, p0: np.ndarray, V: np.ndarray, rho: float) -> t
     return V @ p, [*cons, cp.sum_squares(cp.multiply(1.0 / np.sqrt(p0[supp]), p[supp] - p0[supp])) <= rho]
 
 
+def chi2_member(p0: np.ndarray, rho: float, rng: np.random.Generator, boundary: bool) -> np.ndarray:
+    """(1 - t) p0 + t q, q on supp(p0), t at (a hair inside) the ball's boundary along that segment."""
+    q = support_direction(p0, rng, boundary)
+    t = chi2_step(rho, p0, q)
+    return (1.0 - t) * p0 + t * q
+
+
 # ===== sample rule ================================================================================
 _S_FLOOR = 1e-150  # s* = 0 (eta* = min V on the support) is a limit: the rule's exact aux uses this instead
 
@@ -224,6 +233,7 @@ SPEC = SetSpec(
     worst_case=chi2_worst_case,
     primal=chi2_primal,
     divergence=chi2_divergence,
+    member=chi2_member,
     test_top=50.0,
     rules={"exact": EXACT},
 )

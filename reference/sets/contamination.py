@@ -48,6 +48,13 @@ def contamination_primal(cp: Any, p: Any, p0: np.ndarray, V: np.ndarray, rho: fl
     return V @ p, [cp.sum(q) == 1, p == (1 - rho) * p0 + rho * q]
 
 
+def contamination_member(p0: np.ndarray, rho: float, rng: np.random.Generator, boundary: bool) -> np.ndarray:
+    """(1 - rho) p0 + rho q with q a vertex (boundary) or a random distribution."""
+    S = p0.size
+    q = np.eye(S)[rng.integers(S)] if boundary else rng.dirichlet(np.ones(S))
+    return (1.0 - rho) * p0 + rho * q
+
+
 # ===== sample rules ===============================================================================
 def _exact(ops: Ops, v: Array, aux: Any, m_hat: Any, rho: float, shift: Any) -> Array:
     return (1.0 - rho) * v + rho * m_hat
@@ -85,6 +92,7 @@ SPEC = SetSpec(
     worst_case=contamination_worst_case,
     primal=contamination_primal,
     divergence=contamination_divergence,
+    member=contamination_member,
     test_top=1.0,
     rules={"exact": EXACT, "paper": PAPER},
 )

@@ -23,7 +23,9 @@ from reference.sets._base import (
     _prepare,
     _rows,
     _unit_range,
+    chi2_step,
     restricted_to_support,
+    support_direction,
 )
 
 RADIUS = Radius("kl", 0.0, math.inf, meaning="the KL radius")
@@ -185,6 +187,36 @@ def kl_primal(cp: Any, p: Any, p0: np.ndarray, V: np.ndarray, rho: float) -> tup
     supp, off = np.flatnonzero(p0 > 0), np.flatnonzero(p0 <= 0)
     cons = [p[off] == 0] if off.size else []
     return V @ p, [*cons, cp.sum(cp.rel_entr(p[supp], p0[supp])) <= rho]
+
+
+def kl_step(rho: float, p0: np.ndarray, q: np.ndarray) -> float:
+    """The largest t in [0, 1] (a hair inside) with KL((1 - t) p0 + t q || p0) <= rho, q << p0, by bisection."""
+    t_chi2 = chi2_step(rho, p0, q)  # KL <= chi2, so this t is feasible; near rho = 0 it is also nearly the boundary
+    if t_chi2 == 1.0 or rho < 1e-6:
+        return t_chi2
+    supp = p0 > 0
+    x = q[supp] / p0[supp] - 1.0
+
+    def kl(t: float) -> float:  # sum p0 [(1 + t x) log(1 + t x) - t x], each term >= 0 (no cancellation in the sum)
+        y = t * x
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 log 0 = 0 where q puts no mass (t = 1, y = -1)
+            xlogx = np.where(y > -1.0, (1.0 + y) * np.log1p(y), 0.0)
+        return float(np.sum(p0[supp] * (xlogx - y)))
+
+    if kl(1.0) <= rho:
+        return 1.0
+    lo, hi = t_chi2, 1.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if kl(mid) <= rho else (lo, mid)
+    return lo * (1.0 - 1e-9)
+
+
+def kl_member(p0: np.ndarray, rho: float, rng: np.random.Generator, boundary: bool) -> np.ndarray:
+    """(1 - t) p0 + t q, q on supp(p0), t at (a hair inside) the ball's boundary along that segment."""
+    q = support_direction(p0, rng, boundary)
+    t = kl_step(rho, p0, q)
+    return (1.0 - t) * p0 + t * q
 
 
 # ===== shared-V fast path =========================================================================
@@ -378,6 +410,7 @@ SPEC = SetSpec(
     worst_case=kl_worst_case,
     primal=kl_primal,
     divergence=kl_divergence,
+    member=kl_member,
     test_top=20.0,
     support_shared=_kl_support_shared,
 )

@@ -51,6 +51,14 @@ def kl_penalty_primal(cp: Any, p: Any, p0: np.ndarray, V: np.ndarray, beta: floa
     return V @ p + beta * cp.sum(cp.rel_entr(p[supp], p0[supp])), cons
 
 
+def kl_penalty_member(p0: np.ndarray, beta: float, rng: np.random.Generator, boundary: bool) -> np.ndarray:
+    """A p << p0: no set constrains it (a penalty), so any such p is a witness; drawn as in the KL ball of
+    radius beta."""
+    from reference.sets.kl import kl_member
+
+    return kl_member(p0, beta, rng, boundary)
+
+
 # ===== sample rule ================================================================================
 def _log_psi(ops: Ops, raw: Array, beta: float, shift: Any) -> Array:
     # the net outputs the soft-min u = c - beta log psi in value units, so psi = exp((c - u) / beta) > 0 always
@@ -97,6 +105,7 @@ SPEC = SetSpec(
     worst_case=kl_penalty_worst_case,
     primal=kl_penalty_primal,
     divergence=None,
+    member=kl_penalty_member,
     test_top=100.0,
     rules={"exact": EXACT},
 )

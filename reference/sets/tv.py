@@ -88,6 +88,31 @@ def tv_primal(cp: Any, p: Any, p0: np.ndarray, V: np.ndarray, rho: float) -> tup
     return V @ p, [0.5 * cp.norm1(p - p0) <= rho]
 
 
+def _tv_vertex(p0: np.ndarray, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """A vertex of the TV ball in the simplex: mass taken greedily in a random order, given to one state."""
+    S = p0.size
+    j = int(rng.integers(S))
+    budget = min(rho, 1.0 - p0[j])
+    p = p0.copy()
+    for k in rng.permutation(S):
+        if k == j or budget <= 0:
+            continue
+        take = min(budget, p[k])
+        p[k] -= take
+        p[j] += take
+        budget -= take
+    return p
+
+
+def tv_member(p0: np.ndarray, rho: float, rng: np.random.Generator, boundary: bool) -> np.ndarray:
+    """A vertex of the ball (boundary), or a random point on the segment between two vertices."""
+    p = _tv_vertex(p0, rho, rng)
+    if not boundary:
+        t = rng.random()
+        p = t * p + (1.0 - t) * _tv_vertex(p0, rho, rng)
+    return p
+
+
 # ===== shared-V fast path (kept: the 5x-nominal target of benchmarks/README.md needs it) ============
 def _deplete(kernel: SharedKernel, budget: np.ndarray, states: np.ndarray, gaps: np.ndarray) -> np.ndarray:
     """Return sum_j gaps[j] * max(budget - sum_{i <= j} P[:, states[i]], 0) for every row, exactly.
@@ -247,6 +272,7 @@ SPEC = SetSpec(
     worst_case=tv_worst_case,
     primal=tv_primal,
     divergence=tv_divergence,
+    member=tv_member,
     test_top=1.0,
     support_shared=_tv_shared,
     rules={"exact": EXACT, "paper": PAPER},
