@@ -122,8 +122,8 @@ def check_rho(set_name: str, rho: float) -> float:
 def support_shared(name: str, kernel: SharedKernel, V: np.ndarray, rho: float) -> np.ndarray:
     """sigma(V) for every row of a prepared kernel and one V shared by all rows; shape kernel.out_shape.
 
-    The set's fast path where it has one (tv, kl: needed by the benchmark targets), else its general support
-    function on the kernel's rows; the tests compare the two on random kernels.
+    The set's fast path where it has one, else its general support function on the kernel's rows; the tests
+    compare the two on random kernels, and ``benchmarks/bench_set_registry.py`` prints what each fast path saves.
     """
     spec = get_spec(name)
     rho = spec.radius.check(rho)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.sets._base import Array, Ops, Radius, SampleRule, SetSpec, _prepare, _rows
+from reference.sets._base import Array, Ops, Radius, SampleRule, SetSpec, SharedKernel, _prepare, _rows
 
 RADIUS = Radius("contamination", 0.0, 1.0, meaning="the contaminated mass")
 
@@ -55,6 +55,11 @@ def contamination_member(p0: np.ndarray, rho: float, rng: np.random.Generator, b
     return (1.0 - rho) * p0 + rho * q
 
 
+def _contamination_shared(kernel: SharedKernel, V: np.ndarray, rho: float) -> np.ndarray:
+    """The same formula on the transposed kernel (value iteration's layout): ~4x faster than the general einsum."""
+    return (1.0 - rho) * kernel.nominal(V) + rho * V.min()
+
+
 # ===== sample rules ===============================================================================
 def _exact(ops: Ops, v: Array, aux: Any, m_hat: Any, rho: float, shift: Any) -> Array:
     return (1.0 - rho) * v + rho * m_hat
@@ -93,6 +98,7 @@ SPEC = SetSpec(
     primal=contamination_primal,
     divergence=contamination_divergence,
     member=contamination_member,
+    support_shared=_contamination_shared,
     test_top=1.0,
     rules={"exact": EXACT, "paper": PAPER},
 )
