@@ -12,6 +12,8 @@ unknown keys refused by name):
 - ``tests``: a list of ``{name, env}``; ``env`` (EnvConfig data) is deep-merged over ``run.env``;
 - ``seeds``, ``algos``, ``targets``, ``sets``: the defaults of a sweep;
 - ``rho``: ``{set: {algo: rho}}``, the radius of every (set, algo) pair;
+- ``rho_grid``: ``{set: [rho, ...]}``, the radii of a rho axis (``drigm sweep --rho grid``), each checked
+  against the set's range;
 - ``set_overrides`` / ``algo_overrides``: run-config data merged for robust runs of a set / runs of an algo;
 - ``eval_episodes`` (per test environment) and ``eval_seed`` (the seed of the test episodes' seeds, shared by
   every method and training seed, so all methods meet the same test episodes);
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,18 @@ import numpy as np
 
 from drigm.config import ConfigError, RunConfig, build_config, deep_merge, load_yaml
 from drigm.mixers import MIXERS
+from reference.sets import UncertaintySetError, check_rho
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "experiments" / "protocols"
 """Where named protocols live (``experiments/protocols/NAME.yaml`` in the repository)."""
 
 SCALES = ("full", "reduced", "smoke")
-TARGETS = ("none", "exact", "paper")
+TARGETS = ("none", "exact", "paper", "discount")
+"""Target kinds of a sweep job. ``discount`` is a matched control, not a robust target: non-robust training at
+discount gamma (1 - rho), with the set's schedule (its ``set_overrides``); only for ``contamination``, whose paper
+target r + gamma (1 - rho) V_hat(s') it equals, so any gain of paper contamination over ``none`` that ``discount``
+also shows comes from the shorter horizon, not from robustness."""
+DISCOUNT_SETS = ("contamination",)
 PROTOCOL_KEYS = (
     "name",
     "description",
@@ -63,6 +71,7 @@ PROTOCOL_KEYS = (
     "test_seeds",
     "presets",
     "preset",
+    "rho_grid",
 )
 _SCALED_KEYS = tuple(k for k in PROTOCOL_KEYS if k not in ("name", "scales", "presets", "preset"))
 
@@ -81,18 +90,75 @@ class TestEnv:
 
 @dataclass(frozen=True)
 class Job:
-    """One training run of a sweep: algorithm, target kind, uncertainty set (None for kind 'none'), rho, seed."""
+    """One training run of a sweep: algorithm, target kind, uncertainty set (None for kind 'none'), rho, seed.
+
+    `tag` is empty at the protocol's own rho for (set, algo) and ``rho<value>`` at any other rho of a rho grid
+    (:func:`rho_tag`), so the methods of earlier sweeps keep their labels and every label names one rho.
+    """
 
     algo: str
     target: str
     set: str | None
     rho: float | None
     seed: int
+    tag: str = ""
+
+    @property
+    def family(self) -> str:
+        """The label without the rho tag: ``algo-none`` or ``algo-target-set`` (a rho curve's name)."""
+        return f"{self.algo}-none" if self.target == "none" else f"{self.algo}-{self.target}-{self.set}"
 
     @property
     def method(self) -> str:
-        """The method label shared by all seeds: ``algo-none`` or ``algo-target-set``."""
-        return f"{self.algo}-none" if self.target == "none" else f"{self.algo}-{self.target}-{self.set}"
+        """The method label shared by all seeds: the family, plus ``-rho<value>`` off the protocol's rho."""
+        return self.family if not self.tag else f"{self.family}-{self.tag}"
+
+
+def rho_tag(rho: float) -> str:
+    """The label suffix of a job at a rho other than its protocol's: ``rho`` + the shortest exact decimal."""
+    return f"rho{float(rho)!r}"
+
+
+def parse_method(method: str) -> tuple[str, str, str | None, float | None]:
+    """(algo, target, set, rho or None) of a method label; rho None means the protocol's own rho (no tag)."""
+    parts = method.split("-")
+    if len(parts) >= 2 and parts[1] == "none":
+        return parts[0], "none", None, None
+    if len(parts) < 3:
+        raise ProtocolError(f"method label {method!r} is not algo-none or algo-target-set[-rho<value>]")
+    rest = "-".join(parts[2:])
+    set_name, sep, rho = rest.rpartition("-rho")
+    if not sep:
+        return parts[0], parts[1], rest, None
+    try:
+        return parts[0], parts[1], set_name, float(rho)
+    except ValueError:
+        raise ProtocolError(f"method label {method!r} has a malformed rho tag {rho!r}") from None
+
+
+def matched_controls(method: str, rho_default: float | None = None) -> list[str]:
+    """The control methods a robust method is compared with, closest match first (an empty list for controls).
+
+    - contamination at rho > 0: the discount control at the same rho (``algo-discount-contamination[-tag]``: the
+      same horizon cut, no robustness), then ``algo-none`` (the family's rho = 0 member: contamination at rho 0
+      is the non-robust target with the same schedule);
+    - any other set at rho > 0: the same family at rho = 0 (``algo-K-S-rho0.0``: same schedule, same auxiliary
+      network), then ``algo-none``;
+    - ``discount`` and rho = 0 runs: ``algo-none``.
+
+    `rho_default` is the protocol's rho for the method's (set, algo): it tells whether an untagged label has rho 0.
+    """
+    algo, target, set_name, rho = parse_method(method)
+    none = f"{algo}-none"
+    if target == "none":
+        return []
+    eff = rho if rho is not None else rho_default
+    if target == "discount" or eff == 0.0:
+        return [none]
+    tag = "" if rho is None else f"-{rho_tag(rho)}"
+    if set_name in DISCOUNT_SETS:
+        return [f"{algo}-discount-{set_name}{tag}", none]
+    return [f"{algo}-{target}-{set_name}-{rho_tag(0.0)}", none]
 
 
 @dataclass(frozen=True)
@@ -131,6 +197,7 @@ class Protocol:
     paper: dict[str, Any] | None = None
     preset: str | None = None
     explicit_test_seeds: list[int] | None = None
+    rho_grid: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -154,29 +221,90 @@ class Protocol:
                 f"(rho has sets {sorted(self.rho)})"
             ) from None
 
-    def jobs(self, algos: list[str], targets: list[str], sets: list[str], seeds: list[int]) -> list[Job]:
-        """Every (algo, target, set, seed) combination; target 'none' gives one job per seed, whatever the sets."""
+    def jobs(
+        self,
+        algos: list[str],
+        targets: list[str],
+        sets: list[str],
+        seeds: list[int],
+        rhos: Mapping[str, Sequence[float]] | None = None,
+    ) -> list[Job]:
+        """Every (algo, target, set, rho, seed) combination; target 'none' gives one job per seed, whatever the sets.
+
+        `rhos` maps a set to the radii to train (a rho axis); a set it leaves out, or None, trains the protocol's
+        rho for (set, algo). Jobs at another rho carry a ``rho<value>`` tag. Two points are not separate jobs:
+        contamination at rho = 0 is the non-robust target with the same schedule (so ``none`` is that member of
+        the curve, and a sweep asking for it trains ``none``), and ``discount`` at rho = 0 is ``none`` too.
+        """
         for a in algos:
             if a not in MIXERS:
                 raise ProtocolError(f"algo {a!r} is not one of {', '.join(sorted(MIXERS))}")
         for t in targets:
             if t not in TARGETS:
                 raise ProtocolError(f"target {t!r} is not one of {', '.join(TARGETS)}")
+        if "discount" in targets:
+            bad = [s for s in sets if s not in DISCOUNT_SETS]
+            if bad and len(bad) == len(sets):
+                raise ProtocolError(
+                    f"target 'discount' (non-robust at gamma (1 - rho)) is the matched control of "
+                    f"{', '.join(DISCOUNT_SETS)} only; sets asked: {', '.join(sets)}"
+                )
+        rhos = dict(rhos or {})
+        for s, values in rhos.items():
+            if s not in sets:
+                raise ProtocolError(f"rho values given for set {s!r}, which is not among the sets {sets}")
+            if not values:
+                raise ProtocolError(f"rho values for set {s!r}: give at least one")
+            for r in values:
+                try:
+                    check_rho(s, r)
+                except UncertaintySetError as exc:
+                    raise ProtocolError(f"rho {r!r} for set {s!r}: {exc}") from None
         out: list[Job] = []
+        want_none = False
         for a in algos:
             for t in targets:
-                for s in [None] if t == "none" else sets:
-                    rho = None if s is None else self.rho_of(s, a)
-                    out.extend(Job(a, t, s, rho, int(seed)) for seed in seeds)
+                if t == "none":
+                    out.extend(Job(a, t, None, None, int(seed)) for seed in seeds)
+                    continue
+                for s in sets:
+                    if t == "discount" and s not in DISCOUNT_SETS:
+                        continue
+                    default = self.rho_of(s, a)
+                    for r in dict.fromkeys(float(x) for x in rhos.get(s, [default])):
+                        if r == 0.0 and (t == "discount" or self._nominal_at_zero(s)):
+                            want_none = True
+                            continue
+                        tag = "" if r == default else rho_tag(r)
+                        out.extend(Job(a, t, s, r, int(seed), tag) for seed in seeds)
+            if want_none and "none" not in targets:
+                out.extend(Job(a, "none", None, None, int(seed)) for seed in seeds)
+            want_none = False
         return out
 
+    def _nominal_at_zero(self, set_name: str) -> bool:
+        """Whether the set's targets at rho = 0 are the non-robust target with the non-robust schedule."""
+        return set_name in DISCOUNT_SETS and not self.set_overrides.get(set_name)
+
     def job_config(self, job: Job) -> RunConfig:
-        """The validated run config of `job`: base run <- algo overrides <- set overrides (robust) <- the job."""
+        """The validated run config of `job`: base run <- algo overrides <- set overrides (robust and discount
+        control) <- the job. A ``discount`` job trains the non-robust target at learner.gamma * (1 - rho)."""
         data = deep_merge(self.run, self.algo_overrides.get(job.algo, {}))
-        if job.target != "none":
+        if job.target == "discount":
             assert job.set is not None and job.rho is not None
             data = deep_merge(data, self.set_overrides.get(job.set, {}))
-            tgt: dict[str, Any] = {"kind": job.target, "set": job.set, "rho": job.rho}
+            gamma = (data.get("learner") or {}).get("gamma")
+            if gamma is None:
+                raise ProtocolError(
+                    f"protocol {self.name!r}: the discount control needs run.learner.gamma set explicitly "
+                    "(it trains at learner.gamma * (1 - rho))"
+                )
+            data = deep_merge(data, {"learner": {"gamma": float(gamma) * (1.0 - job.rho)}})
+            tgt: dict[str, Any] = {"kind": "none"}
+        elif job.target != "none":
+            assert job.set is not None and job.rho is not None
+            data = deep_merge(data, self.set_overrides.get(job.set, {}))
+            tgt = {"kind": job.target, "set": job.set, "rho": job.rho}
         else:
             tgt = {"kind": "none"}
         data = deep_merge(data, {"mixer": {"name": job.algo}, "target": tgt, "seed": job.seed})
@@ -343,6 +471,16 @@ def load_protocol(
     seeds = [_int(s, "seeds[]", 0) for s in seeds]
     rho_raw = _mapping(data.get("rho"), "rho")
     rho = {s: {a: float(v) for a, v in _mapping(per, f"rho.{s}").items()} for s, per in rho_raw.items()}
+    rho_grid: dict[str, list[float]] = {}
+    for s, values in _mapping(data.get("rho_grid"), "rho_grid").items():
+        if not isinstance(values, list) or not values or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            raise ProtocolError(f"protocol {name!r}: rho_grid.{s}={values!r} must be a non-empty list of numbers")
+        try:
+            rho_grid[s] = [check_rho(s, float(v)) for v in values]
+        except (UncertaintySetError, KeyError, ValueError) as exc:
+            raise ProtocolError(f"protocol {name!r}: rho_grid.{s}: {exc}") from None
     score = None
     if data.get("score") is not None:
         sc = _mapping(data["score"], "score")
@@ -384,6 +522,7 @@ def load_protocol(
         paper=paper,
         preset=chosen,
         explicit_test_seeds=_test_seeds(data.get("test_seeds"), name),
+        rho_grid=rho_grid,
     )
     if proto.explicit_test_seeds is not None:
         proto.eval_episodes = len(proto.explicit_test_seeds)

@@ -114,7 +114,7 @@ def collect(protocol: str, out_root: Path, scale: str, preset: str | None = None
         raise ConfigError(f"{str(manifest)!r} does not exist: no sweep of {proto.name!r} at scale {scale!r} was run")
     try:
         raw = json.loads(manifest.read_text())["jobs"]
-        jobs = [Job(j["algo"], j["target"], j["set"], j["rho"], int(j["seed"])) for j in raw]
+        jobs = [Job(j["algo"], j["target"], j["set"], j["rho"], int(j["seed"]), j.get("tag", "")) for j in raw]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"{str(manifest)!r} is malformed: {exc}") from exc
     col = Collected(proto, jobs)

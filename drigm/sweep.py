@@ -700,6 +700,7 @@ def sweep(
     progress: bool = True,
     preset: str | None = None,
     retries: int = DEFAULT_RETRIES,
+    rhos: str | Sequence[float] | dict[str, Sequence[float]] | None = None,
 ) -> SweepSummary:
     """Run every unfinished job of the protocol (None = the protocol's defaults); finished ones are skipped.
 
@@ -710,6 +711,9 @@ def sweep(
     With several local workers the sweep supervises them: a job whose worker process dies is rerun from its last
     checkpoint up to `retries` times while the other jobs go on (Ray: its own task retries, the same count); with
     one worker the jobs run in this process.
+
+    `rhos` trains a rho axis: ``"grid"`` (the protocol's ``rho_grid`` for each chosen set), a list of radii for
+    every chosen set, or ``{set: radii}``; None trains each (set, algo)'s protocol rho.
     """
     if backend not in BACKENDS:
         raise ProtocolError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
@@ -722,8 +726,13 @@ def sweep(
         raise ProtocolError("no protocol given")
     protos = [load_protocol(p, scale, preset=preset) for p in names]
     proto = protos[0]
+    chosen_sets = list(sets or proto.sets)
     jobs = proto.jobs(
-        list(algos or proto.algos), list(targets or proto.targets), list(sets or proto.sets), _seed_list(proto, seeds)
+        list(algos or proto.algos),
+        list(targets or proto.targets),
+        chosen_sets,
+        _seed_list(proto, seeds),
+        rhos=_rho_axis(proto, chosen_sets, rhos),
     )
     for other in protos[1:]:
         for j in jobs:
@@ -780,6 +789,61 @@ def sweep(
     )
 
 
+def _rho_axis(
+    proto: Protocol, sets: list[str], rhos: str | Sequence[float] | dict[str, Sequence[float]] | None
+) -> dict[str, list[float]] | None:
+    """The radii per set that a sweep trains (see :func:`sweep`); ProtocolError naming what is missing."""
+    if rhos is None:
+        return None
+    if isinstance(rhos, str):
+        if rhos != "grid":
+            raise ProtocolError(f"rhos={rhos!r}: give 'grid', a list of radii or {{set: radii}}")
+        missing = [s for s in sets if s not in proto.rho_grid]
+        if missing:
+            raise ProtocolError(
+                f"protocol {proto.name!r} has no rho_grid for set(s) {missing} (it has {sorted(proto.rho_grid)})"
+            )
+        return {s: list(proto.rho_grid[s]) for s in sets}
+    if isinstance(rhos, dict):
+        return {s: [float(r) for r in v] for s, v in rhos.items()}
+    return {s: [float(r) for r in rhos] for s in sets}
+
+
+def _rho_arg(text: str) -> tuple[str | None, list[float] | str]:
+    """One ``--rho`` value: ``grid``, ``0,0.004,0.008`` (every chosen set) or ``SET=0,0.1`` (one set)."""
+    set_name, sep, values = text.partition("=")
+    if not sep:
+        set_name, values = "", text
+    if values.strip() == "grid" and not sep:
+        return None, "grid"
+    try:
+        radii = [float(v) for v in _csv(values)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--rho {text!r}: give 'grid', radii like 0,0.004,0.008, or SET=radii like tv=0,0.1"
+        ) from None
+    if not radii:
+        raise argparse.ArgumentTypeError(f"--rho {text!r}: no radii given")
+    return (set_name.strip() or None), radii
+
+
+def _rhos_of(given: list[tuple[str | None, list[float] | str]] | None) -> Any:
+    """The `rhos` argument of :func:`sweep` from the ``--rho`` options (ProtocolError when they conflict)."""
+    if not given:
+        return None
+    if len(given) == 1 and given[0][0] is None:
+        return given[0][1]
+    if any(s is None for s, _ in given):
+        raise ProtocolError("--rho: give either one 'grid' or radii list for every set, or SET=radii per set")
+    out: dict[str, list[float]] = {}
+    for s, radii in given:
+        assert s is not None and not isinstance(radii, str)
+        if s in out:
+            raise ProtocolError(f"--rho: set {s!r} given twice")
+        out[s] = radii
+    return out
+
+
 def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -803,8 +867,22 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
         "commas share each job's training run (their training configs must agree)",
     )
     p.add_argument("--algos", type=_csv, default=None, help="comma-separated, e.g. vdn,qmix,qtran (default: protocol)")
-    p.add_argument("--targets", type=_csv, default=None, help="comma-separated among none,exact,paper")
+    p.add_argument(
+        "--targets",
+        type=_csv,
+        default=None,
+        help="comma-separated among none,exact,paper,discount (discount: the matched control of contamination, "
+        "non-robust at gamma (1 - rho))",
+    )
     p.add_argument("--sets", type=_csv, default=None, help="comma-separated among contamination,tv")
+    p.add_argument(
+        "--rho",
+        type=_rho_arg,
+        action="append",
+        default=None,
+        help="a rho axis: 'grid' (the protocol's rho_grid), radii for every chosen set (0,0.004,0.008), or "
+        "SET=radii, repeatable (--rho contamination=0,0.008 --rho tv=0,0.2); default: the protocol's rho",
+    )
     p.add_argument("--seeds", type=_seeds_arg, default=None, help="N (the protocol's first N seeds) or a list 0,1,10")
     p.add_argument("--backend", choices=BACKENDS, default="local")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: CPU count)")
@@ -841,6 +919,7 @@ def sweep_main(argv: list[str]) -> int:
             progress=not args.no_progress,
             preset=args.preset,
             retries=args.retries,
+            rhos=_rhos_of(args.rho),
         )
     except (ConfigError, RuntimeError) as exc:
         print(f"drigm sweep: error: {exc}", file=sys.stderr)
