@@ -473,8 +473,10 @@ def load_protocol(
     rho = {s: {a: float(v) for a, v in _mapping(per, f"rho.{s}").items()} for s, per in rho_raw.items()}
     rho_grid: dict[str, list[float]] = {}
     for s, values in _mapping(data.get("rho_grid"), "rho_grid").items():
-        if not isinstance(values, list) or not values or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         ):
             raise ProtocolError(f"protocol {name!r}: rho_grid.{s}={values!r} must be a non-empty list of numbers")
         try:
