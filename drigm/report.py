@@ -25,7 +25,8 @@ import numpy as np
 
 from drigm.checkpoint import atomic_write_bytes
 from drigm.config import ConfigError
-from drigm.protocol import SCALES, Job, Protocol, load_protocol
+from drigm.protocol import SCALES, Job, Protocol, load_protocol, matched_controls, parse_method
+from drigm.rho_curves import plot_rho_curves, rho_families
 from drigm.sweep import DEFAULT_OUT, is_finished, result_dir, result_path, train_dir
 
 DEFAULT_RESULTS = Path("experiments/results")
@@ -475,9 +476,60 @@ def report(
     if col.results:
         plot_ood(col, metrics, dest / "ood.png")
         plot_curves(col, dest / "learning_curves.png")
+        _rho_report(col, metrics[0][0], tests, dest, summary)
     summary["results_dir"] = str(dest)
     summary["complete"] = not problems
     return summary
+
+
+def _rho_of(proto: Protocol) -> Any:
+    """(set, algo) -> the protocol's rho, or None where it defines none."""
+    return lambda set_name, algo: proto.rho.get(set_name, {}).get(algo)
+
+
+def _controls(col: Collected, method: str) -> list[str]:
+    """The matched controls of `method` that have results in `col` (closest first)."""
+    algo, _, set_name, _ = parse_method(method)
+    rho_default = None if set_name is None else _rho_of(col.proto)(set_name, algo)
+    return [c for c in matched_controls(method, rho_default) if c in col.results and c != method]
+
+
+def _paired_average_diffs(col: Collected, method: str, control: str, key: str) -> tuple[list[float], list[int]]:
+    """Per paired seed: `method`'s average over the test environments minus `control`'s; and the seeds."""
+    a, b = col.results.get(method, {}), col.results.get(control, {})
+    common = sorted(set(a) & set(b))
+    diffs = []
+    for s in common:
+        ra = np.mean([np.mean(t[key]) for t in a[s]["tests"].values() if key in t])
+        rb = np.mean([np.mean(t[key]) for t in b[s]["tests"].values() if key in t])
+        diffs.append(float(ra - rb))
+    return diffs, common
+
+
+def _rho_curve_points(col: Collected, test: str, key: str) -> dict[str, list[tuple[float, float, float]]]:
+    """{family: [(rho, mean, se), ...]} on one test environment (or AVERAGE) for every family with 2+ rhos."""
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    for fam, pts in rho_families(list(col.results), _rho_of(col.proto)).items():
+        row = []
+        for rho, m in pts:
+            vals = seed_means(col, m, test, key)
+            if vals:
+                c = cell(vals)
+                row.append((rho, c.mean, c.se if c.se is not None else 0.0))
+        if len(row) >= 2:
+            out[fam] = row
+    return out
+
+
+def _rho_report(col: Collected, key: str, tests: list[str], dest: Path, summary: dict[str, Any]) -> None:
+    """``rho.png`` (score against rho per test environment) and ``summary["rho_curves"]`` when a family has 2+ rhos."""
+    curves = {t: _rho_curve_points(col, t, key) for t in tests}
+    fams = sorted({f for per in curves.values() for f in per})
+    if not fams:
+        return
+    plot_rho_curves({f: {t: curves[t].get(f, []) for t in tests} for f in fams}, tests, key, dest / "rho.png")
+    summary["rho_curves"] = {t: {f: [list(p) for p in pts] for f, pts in per.items()} for t, per in curves.items()}
+    atomic_write_bytes(dest / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
 
 
 def _versus(diffs: list[float]) -> tuple[Cell, str]:
@@ -540,31 +592,51 @@ def overview(
         "",
         _md_table(header, rows),
         "",
-        "## Does robust training beat non-robust training?",
+        "## Does robust training beat its matched control?",
         "",
-        "Per seed: the robust method's average minus the same algorithm's non-robust run's (same seed, same test "
-        "days), then mean +- SE [95% bootstrap CI] over the paired seeds.",
+        "Per seed: the robust method's average minus its control's (same algorithm, same seed, same test days), "
+        "then mean +- SE [95% bootstrap CI] over the paired seeds. Controls, closest first "
+        "(`drigm.protocol.matched_controls`): contamination against the discount control (non-robust at gamma "
+        "(1 - rho), the same horizon cut without robustness) and against non-robust training (its rho = 0 member); "
+        "other sets against the same target at rho = 0 (same schedule, same dual network) and against non-robust "
+        "training; rho = 0 and discount runs against non-robust training.",
         "",
     ]
     vrows = []
     for m in methods:
         for c in cols:
-            base = f"{m.split('-')[0]}-none"
-            if m == base or base not in c.results:
-                continue
-            a, b = c.results.get(m, {}), c.results[base]
-            common = sorted(set(a) & set(b))
-            diffs = []
-            for s in common:
-                ra = np.mean([np.mean(t[key]) for t in a[s]["tests"].values() if key in t])
-                rb = np.mean([np.mean(t[key]) for t in b[s]["tests"].values() if key in t])
-                diffs.append(float(ra - rb))
-            if not diffs:
-                continue
-            d, verdict = _versus(diffs)
-            data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = {**d.__dict__, "verdict": verdict}
-            vrows.append([m, c.proto.name, str(len(common)), d.fmt(), verdict])
-    md += [_md_table(["method", "day set", "paired seeds", f"{key}: robust - non-robust", "verdict"], vrows), ""]
+            for base in _controls(c, m):
+                diffs, common = _paired_average_diffs(c, m, base, key)
+                if not diffs:
+                    continue
+                d, verdict = _versus(diffs)
+                entry = {**d.__dict__, "verdict": verdict, "n_pairs": len(common)}
+                data.setdefault("versus_control", {}).setdefault(c.proto.name, {}).setdefault(m, {})[base] = entry
+                if base.endswith("-none"):
+                    data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = entry
+                vrows.append([m, base, c.proto.name, str(len(common)), d.fmt(), verdict])
+    md += [
+        _md_table(["method", "control", "day set", "paired seeds", f"{key}: method - control", "verdict"], vrows),
+        "",
+    ]
+    curves = {c.proto.name: _rho_curve_points(c, AVERAGE, key) for c in cols}
+    fams = sorted({f for per in curves.values() for f in per})
+    if fams:
+        rho_png = Path(results_root) / f"{name}-rho.png"
+        plot_rho_curves(
+            {f: {day: curves[day].get(f, []) for day in curves} for f in fams},
+            list(curves),
+            key,
+            rho_png,
+        )
+        data["rho_curves"] = {day: {f: [list(p) for p in pts] for f, pts in per.items()} for day, per in curves.items()}
+        md += [
+            "## Score against rho",
+            "",
+            f"`{rho_png.name}`: per day set, the {key} (average over its test environments, mean +- SE over seeds) "
+            "of each family at every rho trained; contamination's rho = 0 point is non-robust training.",
+            "",
+        ]
     missing = list(dict.fromkeys((j.method, j.seed) for c in cols for j in c.missing + c.unfinished))
     if missing:
         per: dict[str, list[int]] = {}

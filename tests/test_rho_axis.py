@@ -21,6 +21,7 @@ from drigm.protocol import (
     parse_method,
     rho_tag,
 )
+from drigm.report import overview, report
 from drigm.sweep import _rho_arg, _rhos_of, is_finished, result_dir, result_path, sweep, sweep_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,6 +173,17 @@ def test_sweep_trains_a_rho_axis_and_skips_it_after(tmp_path: Path) -> None:
     )
     again = sweep("tabular-smoke", out_root=out, scale="smoke", rhos={"tv": [0.0, 0.2, 0.4]}, **kw)  # type: ignore[arg-type]
     assert (again.skipped, again.ran) == (3, 0)
+    # the report draws the rho curve and compares each rho with its rho = 0 control
+    summary = report("tabular-smoke", out, tmp_path / "results", "smoke")
+    curve = summary["rho_curves"]["nominal"]["qmix-paper-tv"]
+    assert [p[0] for p in curve] == [0.0, 0.2, 0.4]
+    assert (tmp_path / "results" / "tabular-smoke" / "rho.png").read_bytes()[:4] == b"\x89PNG"
+    page = overview(["tabular-smoke"], out, tmp_path / "results", "ov", "smoke").read_text()
+    assert "| qmix-paper-tv | qmix-paper-tv-rho0.0 | tabular-smoke | 1 |" in page
+    assert "| qmix-paper-tv-rho0.4 | qmix-paper-tv-rho0.0 | tabular-smoke | 1 |" in page
+    data = json.loads((tmp_path / "results" / "ov.json").read_text())
+    assert set(data["versus_control"]["tabular-smoke"]) == {"qmix-paper-tv", "qmix-paper-tv-rho0.4"}
+    assert (tmp_path / "results" / "ov-rho.png").is_file()
     # the protocol has no rho_grid: 'grid' says so
     assert sweep_main([*argv, "--scale", "smoke", "--rho", "grid", "--out-root", str(out)]) == 2
 
