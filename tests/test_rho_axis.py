@@ -260,3 +260,54 @@ def test_evaluate_plays_each_day_of_a_building_pool_once(tmp_path: Path, capsys:
         k: v for k, v in trained.items() if k != "days"
     }
     assert res["mean_score"] == pytest.approx(sum(res["score"]) / 3)
+
+
+@pytest.mark.parametrize("algo", ["vdn", "qmix"])
+def test_the_discount_control_is_the_paper_contamination_update(algo: str) -> None:
+    """Paper contamination at rho and non-robust training at gamma (1 - rho) make the same updates (to rounding):
+    what the paper's contamination gains over `none`, its discount control gains too."""
+    import torch
+    from test_learner_target import A, N, O, S, batch_of_episodes
+
+    from drigm.config import build_config
+    from drigm.learner import Learner
+
+    gamma, rho = 0.97, 0.02
+    learners = []
+    for target, g in (
+        ({"kind": "paper", "set": "contamination", "rho": rho}, gamma),
+        ({"kind": "none"}, gamma * (1 - rho)),
+    ):
+        cfg = build_config({"mixer": {"name": algo}, "target": target, "agent": {"hidden": 8}})
+        torch.manual_seed(0)
+        learners.append(Learner(cfg, N, A, O, S, gamma=g, device=torch.device("cpu")))
+    paper, discount = learners
+    for k in range(4):
+        batch = batch_of_episodes(seed=k)
+        a, b = paper.update(batch), discount.update(batch)
+        assert a["target_mean"] == pytest.approx(b["target_mean"], rel=1e-5, abs=1e-6)
+        assert a["td_loss"] == pytest.approx(b["td_loss"], rel=1e-5, abs=1e-6)
+    for pa, pb in zip(paper.controller.parameters(), discount.controller.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    # and a learner at the plain gamma does not: the test can tell the two apart
+    cfg = build_config({"mixer": {"name": algo}, "target": {"kind": "none"}, "agent": {"hidden": 8}})
+    torch.manual_seed(0)
+    plain = Learner(cfg, N, A, O, S, gamma=gamma, device=torch.device("cpu"))
+    first = plain.update(batch_of_episodes(seed=0))
+    torch.manual_seed(0)
+    again = Learner(
+        build_config(
+            {
+                "mixer": {"name": algo},
+                "target": {"kind": "paper", "set": "contamination", "rho": rho},
+                "agent": {"hidden": 8},
+            }
+        ),
+        N,
+        A,
+        O,
+        S,
+        gamma=gamma,
+        device=torch.device("cpu"),
+    )
+    assert abs(first["target_mean"] - again.update(batch_of_episodes(seed=0))["target_mean"]) > 1e-4
