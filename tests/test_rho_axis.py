@@ -179,10 +179,12 @@ def test_sweep_trains_a_rho_axis_and_skips_it_after(tmp_path: Path) -> None:
     assert [p[0] for p in curve] == [0.0, 0.2, 0.4]
     assert (tmp_path / "results" / "tabular-smoke" / "rho.png").read_bytes()[:4] == b"\x89PNG"
     page = overview(["tabular-smoke"], out, tmp_path / "results", "ov", "smoke").read_text()
-    assert "| qmix-paper-tv | qmix-paper-tv-rho0.0 | tabular-smoke | 1 |" in page
+    assert "| qmix-paper-tv | qmix-paper-tv-rho0.0 | tabular-smoke | 1 |" in page and "P(improvement)" in page
     assert "| qmix-paper-tv-rho0.4 | qmix-paper-tv-rho0.0 | tabular-smoke | 1 |" in page
     data = json.loads((tmp_path / "results" / "ov.json").read_text())
     assert set(data["versus_control"]["tabular-smoke"]) == {"qmix-paper-tv", "qmix-paper-tv-rho0.4"}
+    imp = data["versus_control"]["tabular-smoke"]["qmix-paper-tv"]["qmix-paper-tv-rho0.0"]["improvement"]
+    assert imp["n_pairs"] == 1 and 0.0 <= imp["p"] <= 1.0
     assert (tmp_path / "results" / "ov-rho.png").is_file()
     # the protocol has no rho_grid: 'grid' says so
     assert sweep_main([*argv, "--scale", "smoke", "--rho", "grid", "--out-root", str(out)]) == 2
