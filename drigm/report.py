@@ -497,19 +497,7 @@ def _stats_section(
     rows = []
     data["improvement"] = []
     for m in methods:
-        try:
-            algo, target, set_name, _ = parse_method(m)
-        except ProtocolError:
-            continue
-        if target == "none":
-            continue
-        rho_default = None
-        if set_name is not None:
-            try:
-                rho_default = col.proto.rho_of(set_name, algo)
-            except ProtocolError:
-                rho_default = None
-        for ctrl in [c for c in matched_controls(m, rho_default) if c in col.results]:
+        for ctrl in _controls(col, m):
             for scope in scopes:
                 sx, ax = episode_scores(col, m, key, envs_of[scope])
                 sy, ay = episode_scores(col, ctrl, key, envs_of[scope])
@@ -691,8 +679,11 @@ def _rho_of(proto: Protocol) -> Any:
 
 
 def _controls(col: Collected, method: str) -> list[str]:
-    """The matched controls of `method` that have results in `col` (closest first)."""
-    algo, _, set_name, _ = parse_method(method)
+    """The matched controls of `method` that have results in `col` (closest first; none for a foreign label)."""
+    try:
+        algo, _, set_name, _ = parse_method(method)
+    except ProtocolError:
+        return []
     rho_default = None if set_name is None else _rho_of(col.proto)(set_name, algo)
     return [c for c in matched_controls(method, rho_default) if c in col.results and c != method]
 
