@@ -164,10 +164,18 @@ def seed_means(col: Collected, method: str, test: str, key: str) -> list[float]:
     return out
 
 
-def paper_row(method: str) -> tuple[str, str]:
-    """(algo, paper row key) of a method: 'none' for non-robust runs, else the set (exact and paper both compare)."""
-    parts = method.split("-")
-    return parts[0], ("none" if parts[1] == "none" else parts[2])
+def paper_row(method: str) -> tuple[str, str | None]:
+    """(algo, paper row key) of a method: 'none' for non-robust runs, the set for exact and paper targets at the
+    protocol's rho (both compare with the paper's row), None for controls and other radii (the paper has none)."""
+    try:
+        algo, target, set_name, rho = parse_method(method)
+    except ProtocolError:
+        return method.split("-")[0], None
+    if target == "none":
+        return algo, "none"
+    if target in ("exact", "paper") and rho is None:
+        return algo, set_name
+    return algo, None
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -300,7 +308,7 @@ def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]
         if not vals:
             continue
         algo, row = paper_row(m)
-        ref = paper["rows"].get(row, {}).get(algo)
+        ref = None if row is None else paper["rows"].get(row, {}).get(algo)
         ours = cell(vals, ddof=ddof)
         if ref is None:
             rows.append([m, ours.fmt(), "n/a", "n/a"])
@@ -785,7 +793,7 @@ def overview(
             row.append(f"{ours.fmt()} (n={len(vals)})" if ours else "missing")
             if c.proto.paper is not None:
                 algo, prow = paper_row(m)
-                ref = c.proto.paper["rows"].get(prow, {}).get(algo)
+                ref = None if prow is None else c.proto.paper["rows"].get(prow, {}).get(algo)
                 if ref is None or ours is None:
                     row.append("n/a" if ref is None else f"{ref[0]:.3f} +- {ref[1]:.3f}")
                 else:

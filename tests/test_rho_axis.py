@@ -21,7 +21,7 @@ from drigm.protocol import (
     parse_method,
     rho_tag,
 )
-from drigm.report import overview, report
+from drigm.report import overview, paper_row, report
 from drigm.sweep import _rho_arg, _rhos_of, is_finished, result_dir, result_path, sweep, sweep_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,6 +138,10 @@ def test_method_labels_parse_and_name_their_matched_controls() -> None:
     )
     with pytest.raises(ProtocolError, match="malformed rho tag"):
         parse_method("qmix-paper-tv-rhoX")
+    # only runs at the protocol's rho sit beside the paper's rows; controls and other radii have no paper number
+    assert paper_row("qmix-paper-tv") == ("qmix", "tv") and paper_row("vdn-none") == ("vdn", "none")
+    assert paper_row("qmix-exact-contamination") == ("qmix", "contamination")
+    assert paper_row("qmix-paper-tv-rho0.0") == ("qmix", None) and paper_row("qmix-discount-contamination")[1] is None
 
 
 def test_sweep_trains_a_rho_axis_and_skips_it_after(tmp_path: Path) -> None:
