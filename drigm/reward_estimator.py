@@ -254,7 +254,7 @@ def fit_estimators(
                 m["holdout_mse"] = float(err[ho].mean())
                 m["holdout_reward_var"] = float(r[ho].var(unbiased=False))
             metrics[name] = m
-    return est, metrics
+    return est.requires_grad_(False), metrics
 
 
 # ===== files ======================================================================================
