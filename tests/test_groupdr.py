@@ -101,7 +101,7 @@ def _synthetic(c: int, episodes: int, rng: np.random.Generator) -> RewardData:
 def test_estimator_fits_a_known_reward_and_round_trips(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     data = [_synthetic(c, 60, rng) for c in range(2)]
-    cfg = EstimatorConfig(hidden=32, epochs=40, batch_size=64, lr=3e-3, holdout=0.2)
+    cfg = EstimatorConfig(hidden=32, epochs=10, batch_size=32, lr=3e-3, holdout=0.2)
     est, metrics = fit_estimators(data, ["hot", "cold"], A, H, cfg, seed=0)
     for name in ("hot", "cold"):
         m = metrics[name]
