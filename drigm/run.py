@@ -35,6 +35,7 @@ from drigm.config import CONFIG_FILE, ConfigError, RunConfig, build_config, load
 from drigm.envs.base import MultiAgentEnv, make_env
 from drigm.envs.tabular import TabularEnv
 from drigm.learner import Learner, resolve_device
+from drigm.reward_estimator import RewardEstimator, load_estimator
 from drigm.runner import BatchedRunner, Episode, EpisodeRunner
 from drigm.window_agents import WindowController
 from reference.atomic_io import remove_stale_temps
@@ -198,7 +199,11 @@ class Trainer:
         self.gamma = resolve_gamma(cfg, self.env)
         env = self.env
         torch.manual_seed(cfg.seed)
-        self.learner = Learner(cfg, env.n_agents, env.n_actions, env.obs_dim, env.state_dim, self.gamma, self.device)
+        # GroupDR: the reward estimator replaces the TD reward while training (evaluation needs no reward model)
+        reward_model = self._reward_model(env) if training and cfg.learner.reward_model is not None else None
+        self.learner = Learner(
+            cfg, env.n_agents, env.n_actions, env.obs_dim, env.state_dim, self.gamma, self.device, reward_model
+        )
         self.training = training
         self.buffer: EpisodeBuffer | TransitionBuffer
         if cfg.learner.replay == "transitions":
@@ -209,6 +214,7 @@ class Trainer:
                 env.state_dim,
                 capacity=cfg.learner.buffer_size if training else 1,
                 history=cfg.agent.history,
+                time_index=cfg.learner.reward_model is not None,
             )
         else:
             self.buffer = EpisodeBuffer(
@@ -232,6 +238,16 @@ class Trainer:
         self.sample_rng = np.random.default_rng([cfg.seed, _SAMPLING])
         self.counters = Counters()
         self.meta = model_meta(cfg, env)
+
+    def _reward_model(self, env: MultiAgentEnv) -> RewardEstimator:
+        """The estimator of ``learner.reward_model`` (a relative path is taken from the run directory), checked
+        against the env's shapes; RewardModelError naming the file otherwise."""
+        assert self.cfg.learner.reward_model is not None
+        path = Path(self.cfg.learner.reward_model)
+        if not path.is_absolute():
+            path = self.run_dir / path
+        expect = {"state_dim": env.state_dim, "n_agents": env.n_agents, "n_actions": env.n_actions}
+        return load_estimator(path, expect)[0]
 
     # ----- checkpoints ----------------------------------------------------------------------------
     def checkpoint_path(self) -> Path:

@@ -57,6 +57,7 @@ from drigm.checkpoint import atomic_write_bytes
 from drigm.config import ConfigError, RunConfig
 from drigm.envs.base import MultiAgentEnv, TimeStep, make_env
 from drigm.protocol import (
+    DR_TARGETS,
     SCALES,
     Job,
     Protocol,
@@ -64,6 +65,7 @@ from drigm.protocol import (
     TestEnv,
     config_key,
     load_protocol,
+    run_dir_name,
     test_episode_seeds,  # noqa: F401  (re-exported: demo, baselines and benchmarks import it from here)
 )
 from reference.atomic_io import atomic_write_json, describe_os_error, remove_stale_temps
@@ -100,7 +102,7 @@ def result_path(out_root: Path, protocol: str, label: str, job: Job) -> Path:
 
 def train_dir(out_root: Path, job: Job, cfg: RunConfig) -> Path:
     """The training run directory of one job (shared by every protocol with the same resolved config)."""
-    return Path(out_root) / "train" / _slug(cfg.env.name) / f"{job.method}-seed{job.seed}-{config_key(cfg)}"
+    return Path(out_root) / "train" / _slug(cfg.env.name) / run_dir_name(job, cfg)
 
 
 # ===== the unit of work ===========================================================================
@@ -264,6 +266,46 @@ def train_job(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         return summary
 
 
+def groupdr_stages(proto: Protocol, job: Job, cfg: RunConfig, out_root: Path, progress: bool = False) -> dict[str, Any]:
+    """GroupDR's stages 1 and 2 for `job` (whose config `cfg` trains stage 3 under `out_root`): train (or
+    resume, or reuse) the domain-randomised ``behaviour_algo`` run of the same seed and climate set, then fit its
+    reward estimators into the file `cfg.learner.reward_model` names (relative to stage 3's run directory) unless
+    a valid one is there. Both are idempotent and file-locked, so the algorithms of one seed share them. Returns
+    what the stages did (directories, seconds, the estimator's metrics)."""
+    from drigm.reward_estimator import RewardModelError, build_estimator, load_estimator
+
+    dr = proto.domain_randomisation
+    assert dr is not None and cfg.learner.reward_model is not None
+    s1job = proto.stage1_job(job)
+    s1cfg = proto.job_config(s1job)
+    s1dir = train_dir(out_root, s1job, s1cfg)
+    tdir = train_dir(out_root, job, cfg)
+    est_path = (tdir / cfg.learner.reward_model).resolve()
+    if est_path.parent != s1dir.resolve():
+        raise ProtocolError(f"GroupDR job {job.method} seed {job.seed}: its estimator {est_path} is not in {s1dir}")
+    t0 = time.perf_counter()
+    s1 = train_job(replace(s1cfg, out=str(s1dir), progress=progress), s1dir)
+    t1 = time.perf_counter()
+    with _locked(s1dir / ".estimator.lock"):
+        try:
+            meta = load_estimator(est_path)[1]
+            built = False
+        except RewardModelError:
+            if est_path.exists():  # corrupt or foreign: refit (the file is ours to rewrite)
+                est_path.unlink()
+            meta = {"metrics": build_estimator(s1dir, est_path, dr.estimator, job.seed)}
+            built = True
+    return {
+        "stage1_dir": _portable(s1dir),
+        "stage1_t_env": s1.get("t_env"),
+        "stage1_seconds": t1 - t0,
+        "estimator": _portable(est_path),
+        "estimator_built": built,
+        "estimator_metrics": meta.get("metrics"),
+        "estimator_seconds": time.perf_counter() - t1,
+    }
+
+
 def _protocols_of(spec: JobSpec) -> list[Protocol]:
     """The spec's protocol and the ones evaluated beside it (``also``), loaded at the spec's scale and preset."""
     return [load_protocol(p, spec.scale, preset=spec.preset) for p in (spec.protocol_path, *spec.also)]
@@ -291,7 +333,12 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     try:
+        stages = None
+        if job.target in DR_TARGETS and DR_TARGETS[job.target][1]:
+            stages = groupdr_stages(protos[0], job, cfg, Path(spec.out_root), spec.progress)
         summary = train_job(cfg, tdir)
+        if stages is not None:
+            summary = {**summary, "groupdr": stages}
         trainer, info = load_run(tdir, device="cpu")
         try:
             for proto in protos:
@@ -871,8 +918,10 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
         "--targets",
         type=_csv,
         default=None,
-        help="comma-separated among none,exact,paper,discount (discount: the matched control of contamination, "
-        "non-robust at gamma (1 - rho))",
+        help="comma-separated among none,exact,paper,discount,dr,dr-paper,groupdr,groupdr-paper (discount: the "
+        "matched control of contamination, non-robust at gamma (1 - rho); dr: per-episode domain randomisation over "
+        "the protocol's leak-free climate set, dr-paper over the paper's; groupdr(-paper): the paper's GroupDR, "
+        "its stage-1 VDN dr run and reward estimators built inside the job)",
     )
     p.add_argument("--sets", type=_csv, default=None, help="comma-separated among contamination,tv")
     p.add_argument(
