@@ -14,8 +14,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from drigm.config import ConfigError
 from drigm.protocol import Score, TestEnv, load_protocol
 
@@ -35,7 +33,7 @@ def evaluate_anywhere(
     `score_protocol`'s score, won flags where the env reports them) and the mean with a 95% t-interval.
     `episodes` None plays every day of the pool once (or 20 episodes when the env has no day pool).
     """
-    from drigm.run import load_run, mean_ci95
+    from drigm.run import load_run, mean_ci95, returns_summary
     from drigm.sweep import evaluate_on, make_test_env
 
     if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
@@ -67,19 +65,8 @@ def evaluate_anywhere(
     finally:
         trainer.env.close()
         trainer.eval_env.close()
-    mean, lo, hi = mean_ci95(result["returns"])
-    out: dict[str, Any] = {
-        "run": str(run_dir),
-        "t_env": info["t_env"],
-        "updates": info["updates"],
-        "episodes": episodes,
-        "mean_return": mean,
-        "ci95": [lo, hi],
-        **result,
-    }
+    out = {**result, **returns_summary(run_dir, info, result["returns"], result.get("won"))}
     if "score" in result:
         s_mean, s_lo, s_hi = mean_ci95(result["score"])
         out.update(mean_score=s_mean, score_ci95=[s_lo, s_hi], score_label=score.label if score else None)
-    if "won" in result:
-        out["win_rate"] = float(np.mean(result["won"]))
     return out

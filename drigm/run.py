@@ -504,6 +504,27 @@ def load_run(run_dir: Path, device: str | None = None) -> tuple[Trainer, dict[st
     return trainer, {"t_env": trainer.counters.t_env, "updates": trainer.learner.n_updates}
 
 
+def returns_summary(
+    run_dir: Path, info: dict[str, Any], returns: list[float], won: list[bool] | None
+) -> dict[str, Any]:
+    """What ``drigm evaluate`` reports of greedy episodes: the run, its counters, the returns with their mean and
+    95% t-interval, and where the env reports wins the win rate with its interval."""
+    mean, lo, hi = mean_ci95(returns)
+    out: dict[str, Any] = {
+        "run": str(run_dir),
+        "t_env": info["t_env"],
+        "updates": info["updates"],
+        "episodes": len(returns),
+        "mean_return": mean,
+        "ci95": [lo, hi],
+        "returns": returns,
+    }
+    if won is not None:
+        w_mean, w_lo, w_hi = mean_ci95([float(w) for w in won])
+        out.update(win_rate=w_mean, win_rate_ci95=[w_lo, w_hi], won=won)
+    return out
+
+
 def evaluate_run(
     run_dir: Path,
     episodes: int,
@@ -516,19 +537,7 @@ def evaluate_run(
         raise ConfigError(f"--episodes={episodes} must be >= 1")
     trainer, info = load_run(Path(run_dir), device)
     returns, won = trainer.evaluate(episodes)
-    mean, lo, hi = mean_ci95(returns)
-    out: dict[str, Any] = {
-        "run": str(run_dir),
-        "t_env": info["t_env"],
-        "updates": info["updates"],
-        "episodes": episodes,
-        "mean_return": mean,
-        "ci95": [lo, hi],
-        "returns": returns,
-    }
-    if won is not None:
-        w_mean, w_lo, w_hi = mean_ci95([float(w) for w in won])
-        out.update(win_rate=w_mean, win_rate_ci95=[w_lo, w_hi], won=won)
+    out = returns_summary(run_dir, info, returns, won)
     if isinstance(trainer.env, TabularEnv):
         uset, note = value_set(trainer.cfg, set_name, rho)
         out.update(tabular_report(trainer.learner.controller, trainer.env, uset))
