@@ -158,10 +158,21 @@ class TransitionBuffer:
     action, the reward and the termination flag. :meth:`sample` returns a batch in the episode layout with
     T = 1 (index 0 = s, index 1 = s'; ``filled`` = [1, 0]) plus the window fields ``win_obs``,
     ``win_actions`` and ``win_valid``, so the learner's target code serves both replay modes.
+
+    With ``time_index`` the buffer also keeps each transition's step index t within its episode and
+    :meth:`sample` returns ``t`` = [t, t + 1] (int64, (B, 2)); without it (the default) neither the stored fields
+    nor the batches change, so saved buffers of earlier runs still load.
     """
 
     def __init__(
-        self, n_agents: int, n_actions: int, obs_dim: int, state_dim: int, capacity: int, history: int
+        self,
+        n_agents: int,
+        n_actions: int,
+        obs_dim: int,
+        state_dim: int,
+        capacity: int,
+        history: int,
+        time_index: bool = False,
     ) -> None:
         if capacity < 1 or history < 1:
             raise BufferError(f"capacity={capacity} and history={history} must be >= 1")
@@ -178,6 +189,8 @@ class TransitionBuffer:
             "reward": torch.zeros(C),
             "terminated": torch.zeros(C, dtype=torch.bool),
         }
+        if time_index:
+            self.data["t"] = torch.zeros(C, dtype=torch.int64)
         self.version = torch.full((C,), -1, dtype=torch.int64)  # the write count at which each slot was filled
         self.writes = 0
         self.index = 0
@@ -231,6 +244,8 @@ class TransitionBuffer:
             "reward": x["reward"].float(),
             "terminated": x["terminated"].bool(),
         }
+        if "t" in self.data:
+            rows["t"] = torch.arange(length, dtype=torch.int64)
         if length > self.capacity:  # only the newest `capacity` transitions survive
             rows = {k: v[-self.capacity :] for k, v in rows.items()}
         n = next(iter(rows.values())).shape[0]
@@ -265,6 +280,8 @@ class TransitionBuffer:
             "slot": idx,  # where each transition sits, and which write filled it (a key for per-slot caches)
             "version": self.version[idx],
         }
+        if "t" in d:
+            out["t"] = torch.stack([d["t"], d["t"] + 1], dim=1)
         return {k: v.to(device) for k, v in out.items()}
 
     def state_dict(self) -> dict[str, Any]:

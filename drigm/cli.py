@@ -15,6 +15,13 @@ checksum mismatch, foreign), an unwritable output, a full or read-only disk.
 checkpoint; JSON keys: mean_return, ci95, returns, and on tabular games policy, robust_value,
 optimal_robust_value, nominal_value, robust_optimal, value_set, value_note.
 
+``drigm evaluate RUN --env SPEC [--days A:B] [--episodes N] [--score-from PROTOCOL] [--json]``: the same run on any
+environment, no protocol needed (:mod:`drigm.evaluate`): the run's env config with its name replaced by SPEC and
+its day pool by A:B; N defaults to one episode per day of the pool. JSON adds env, seeds, score (normalised, with
+--score-from) and mean_score.
+
+``python -m drigm ...`` is the same as ``drigm ...``.
+
 ``drigm demo``: the README's main job; non-robust vs robust QMIX on ``tabular:robust_vs_nominal``
 (exit status 1 if the robust policy is not robust-optimal or the nominal one is).
 """
@@ -72,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a run's last checkpoint greedily")
     e.add_argument("run", type=Path, help="run directory")
-    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument(
+        "--episodes", type=int, default=None, help="episodes (default 20; with --env/--days every day of the pool)"
+    )
+    e.add_argument("--env", dest="env_spec", help="score on this environment, e.g. building:Seattle")
+    e.add_argument("--days", help="the environment's day pool, e.g. 200:365 (SustainGym adapters)")
+    e.add_argument("--score-from", help="a protocol whose normalised score to report, e.g. building-climate")
     e.add_argument("--set", dest="set_name", help="uncertainty set for the exact values (tabular games)")
     e.add_argument("--rho", type=float, help="its radius (kl-penalty: the temperature beta)")
     e.add_argument("--device", help="auto, cpu, cuda or cuda:N")
@@ -165,7 +177,14 @@ def _check_out(out: Path) -> None:
 def _print_eval(result: dict[str, Any]) -> None:
     lo, hi = result["ci95"]
     ci = f"[{lo:.4g}, {hi:.4g}]" if lo is not None else "(needs >= 2 episodes)"
-    print(f"run {result['run']} at t_env={result['t_env']}: mean return {result['mean_return']:.4g}, 95% CI {ci}")
+    where = f" on {result['env']['name']} ({result['episodes']} episodes)" if "env" in result else ""
+    print(
+        f"run {result['run']} at t_env={result['t_env']}{where}: mean return {result['mean_return']:.4g}, 95% CI {ci}"
+    )
+    if "mean_score" in result:
+        slo, shi = result["score_ci95"]
+        sci = f"[{slo:.4g}, {shi:.4g}]" if slo is not None else "(needs >= 2 episodes)"
+        print(f"{result['score_label']}: {result['mean_score']:.4g}, 95% CI {sci}")
     if "win_rate" in result:
         wlo, whi = result["win_rate_ci95"]
         wci = f"[{wlo:.3g}, {whi:.3g}]" if wlo is not None else "(needs >= 2 episodes)"
@@ -203,9 +222,20 @@ def main(argv: list[str] | None = None) -> int:
             summary = Trainer(cfg).train(resume=args.resume)
             print(json.dumps(summary))
         elif args.command == "evaluate":
-            from drigm.run import evaluate_run
+            if args.env_spec is not None or args.days is not None or args.score_from is not None:
+                from drigm.evaluate import evaluate_anywhere
 
-            result = evaluate_run(args.run, args.episodes, args.set_name, args.rho, args.device)
+                if args.set_name is not None or args.rho is not None:
+                    raise ConfigError("--set/--rho (exact tabular values) cannot be combined with --env/--days")
+                result = evaluate_anywhere(
+                    args.run, args.env_spec, args.days, args.episodes, args.device, args.score_from
+                )
+            else:
+                from drigm.run import evaluate_run
+
+                result = evaluate_run(
+                    args.run, 20 if args.episodes is None else args.episodes, args.set_name, args.rho, args.device
+                )
             if args.json:
                 print(json.dumps(result))
             else:

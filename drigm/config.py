@@ -156,6 +156,10 @@ class LearnerConfig:
 
     ``td_lambda`` > 0 regresses on lambda-returns (pymarl2's TD(lambda), off-policy corrections ignored as
     there) instead of one-step targets; only for targets affine in V_hat(s') (kind none, or contamination).
+
+    ``reward_model`` (GroupDR, :mod:`drigm.reward_estimator`): a reward-estimator file (a relative path is taken
+    from the run directory); the TD target then uses min over its climates of r_hat_c(s, a, t) instead of the
+    batch reward. Unset (None) it is left out of the config's ``to_dict``, so configs from before it keep their keys.
     """
 
     gamma: float | None = None
@@ -179,6 +183,7 @@ class LearnerConfig:
     tau: float = 0.005
     device: str = "auto"
     cpu_threads: int = 1
+    reward_model: str | None = None
 
 
 @dataclass
@@ -293,6 +298,10 @@ class RunConfig:
         if not (lr.device in ("auto", "cpu", "cuda") or lr.device.startswith("cuda:")):
             raise ConfigError(f"learner.device={lr.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _check_int("learner.cpu_threads", lr.cpu_threads, 0)
+        if lr.reward_model is not None and not lr.reward_model.strip():
+            raise ConfigError(
+                "learner.reward_model='' must be a reward-estimator file path, or null for the env reward"
+            )
         ex = self.explore
         _check_float("explore.eps_start", ex.eps_start, 0.0, 1.0)
         _check_float("explore.eps_finish", ex.eps_finish, 0.0, 1.0)
@@ -319,6 +328,8 @@ class RunConfig:
         for key in ("n_envs", "preset"):  # unset: omitted, so configs (and sweep keys) from before them stay valid
             if d[key] is None:
                 del d[key]
+        if d["learner"]["reward_model"] is None:  # likewise
+            del d["learner"]["reward_model"]
         return d
 
 

@@ -12,6 +12,10 @@ For a batch of episodes, :meth:`Learner.update`
 4. minimises the masked TD loss (Q_tot(s, a) - y)^2 (weighted by the optional float batch entry ``weight``,
    shape (B, T+1) like ``filled``, where the batch has one) plus the mixer's own terms (QTRAN: L_opt, L_nopt),
    with gradient-norm clipping, then updates the target networks (hard every N updates, or soft).
+
+With ``learner.reward_model`` (GroupDR), step 3's reward is min over climates of r_hat_c(s, a, t) from the
+reward estimator handed to the learner (:mod:`drigm.reward_estimator`), computed from the raw (unnormalised)
+state before anything else reads the batch; the batch reward itself is not used.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from drigm.checkpoint import CheckpointError
 from drigm.config import ConfigError, RunConfig
 from drigm.mixers import MixerContext, build_mixer
 from drigm.normalization import RunningNorm
+from drigm.reward_estimator import RewardEstimator
 from drigm.targets import TargetInputs, build_target
 from drigm.window_agents import Window, WindowController
 
@@ -65,8 +70,18 @@ class Learner:
         state_dim: int,
         gamma: float,
         device: torch.device,
+        reward_model: RewardEstimator | None = None,
     ) -> None:
         self.cfg = cfg
+        if reward_model is not None:
+            dims = (reward_model.state_dim, reward_model.n_agents, reward_model.n_actions)
+            if dims != (state_dim, n_agents, n_actions):
+                raise ConfigError(
+                    f"learner.reward_model: the estimator was fitted for (state_dim, n_agents, n_actions) = {dims}, "
+                    f"this run has {(state_dim, n_agents, n_actions)}"
+                )
+            reward_model = reward_model.to(device).requires_grad_(False)
+        self.reward_model = reward_model
         self.n_agents, self.n_actions = n_agents, n_actions
         self.gamma = gamma
         self.device = device
@@ -195,9 +210,30 @@ class Learner:
         self.state_norm.update(batch["state"], valid)
         return {**batch, "state": self.state_norm(batch["state"])}
 
+    def estimated_rewards(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch with its reward replaced by GroupDR's min_c r_hat_c(s_t, a_t, t) on real transitions (0 on
+        padding); t is the batch's ``t`` (transition replay with a time index) or the step position (episodes)."""
+        if self.reward_model is None:
+            raise ConfigError(
+                f"learner.reward_model={self.cfg.learner.reward_model!r} is set but this learner was given no "
+                "estimator (the Trainer loads it for training runs)"
+            )
+        state, actions, filled = batch["state"][:, :-1], batch["actions"][:, :-1], batch["filled"][:, :-1]
+        if "t" in batch:
+            t = batch["t"][:, :-1]
+        elif self.transitions:
+            raise ConfigError("learner.reward_model with transition replay needs a buffer with time_index=True")
+        else:
+            t = torch.arange(state.shape[1], device=state.device).expand(state.shape[0], -1)
+        with torch.no_grad():
+            r = self.reward_model.min_reward(state, actions, t) * filled.to(state.dtype)
+        return {**batch, "reward": torch.cat([r, torch.zeros_like(r[:, :1])], dim=1)}
+
     def update(self, batch: dict[str, Tensor], run_aux: bool = True) -> dict[str, float]:
         """One gradient step on a batch of episodes (tensors on this learner's device); returns scalar stats."""
         self.controller.train()
+        if self.cfg.learner.reward_model is not None:
+            batch = self.estimated_rewards(batch)
         batch = self.normalize_batch(batch)
         actions = batch["actions"][:, :-1]
         inputs = self.agent_inputs(batch)

@@ -12,6 +12,8 @@ unknown keys refused by name):
 - ``tests``: a list of ``{name, env}``; ``env`` (EnvConfig data) is deep-merged over ``run.env``;
 - ``seeds``, ``algos``, ``targets``, ``sets``: the defaults of a sweep;
 - ``rho``: ``{set: {algo: rho}}``, the radius of every (set, algo) pair;
+- ``rho_grid``: ``{set: [rho, ...]}``, the radii of a rho axis (``drigm sweep --rho grid``), each checked
+  against the set's range;
 - ``set_overrides`` / ``algo_overrides``: run-config data merged for robust runs of a set / runs of an algo;
 - ``eval_episodes`` (per test environment) and ``eval_seed`` (the seed of the test episodes' seeds, shared by
   every method and training seed, so all methods meet the same test episodes);
@@ -19,6 +21,10 @@ unknown keys refused by name):
   instead of ``eval_episodes`` seeds drawn from ``eval_seed`` (the paper's 50 building test days);
 - ``score``: ``{offset, scale, label}``: a normalised score ``(return + offset) / scale`` is reported;
 - ``paper``: ``{shift, metric, rows: {method: {algo: [mean, standard error]}}}``: reported numbers to compare with;
+- ``domain_randomisation``: ``{climate_sets: {NAME: {env, leaks, note}}, behaviour_algo, reward_estimator}``: the
+  environments of the domain-randomisation methods (:data:`DR_TARGETS`; ``env`` is EnvConfig data merged over
+  ``run.env``, e.g. ``{name: building, kwargs: {climates: [...]}}``), whether a set leaks test climates, the
+  algorithm of GroupDR's stage 1 (``vdn``) and the estimator settings (:class:`drigm.reward_estimator.EstimatorConfig`);
 - ``presets``: ``{NAME: {...}}``, named training setups, each deep-merged (its own ``scales`` included) over the
   protocol's keys before the scale is; ``preset``: the one used when none is asked for. The chosen preset's
   name is recorded in every job's config (``RunConfig.preset``) and in the results path.
@@ -28,8 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +43,34 @@ import numpy as np
 
 from drigm.config import ConfigError, RunConfig, build_config, deep_merge, load_yaml
 from drigm.mixers import MIXERS
+from drigm.reward_estimator import EstimatorConfig, estimator_config
+from reference.sets import UncertaintySetError, check_rho
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "experiments" / "protocols"
 """Where named protocols live (``experiments/protocols/NAME.yaml`` in the repository)."""
 
 SCALES = ("full", "reduced", "smoke")
-TARGETS = ("none", "exact", "paper")
+TARGETS = ("none", "exact", "paper", "discount")
+"""Target kinds of a sweep job. ``discount`` is a matched control, not a robust target: non-robust training at
+discount gamma (1 - rho), with the set's schedule (its ``set_overrides``); only for ``contamination``, whose paper
+target r + gamma (1 - rho) V_hat(s') it equals, so any gain of paper contamination over ``none`` that ``discount``
+also shows comes from the shorter horizon, not from robustness."""
+DISCOUNT_SETS = ("contamination",)
+DR_TARGETS: dict[str, tuple[str, bool]] = {
+    "dr": ("leakfree", False),
+    "dr-paper": ("paper", False),
+    "groupdr": ("leakfree", True),
+    "groupdr-paper": ("paper", True),
+}
+"""Domain-randomisation methods: target kind -> (climate set of the protocol's ``domain_randomisation``, GroupDR?).
+
+``dr``: non-robust training with per-episode domain randomisation over the climate set. ``groupdr`` (the seed
+paper's GroupDR baseline): (1) the ``behaviour_algo`` (VDN) ``dr`` run of the same seed and climate set, (2) one
+reward estimator per climate fitted on its behaviour episodes, (3) training in the randomised env with the TD
+reward min_c r_hat_c(s, a, t). ``-paper``: the paper's climates (which leak test climates); without: the
+leak-free set. Their method labels are ``algo-<kind>`` (``qmix-groupdr``, ``vdn-dr-paper``)."""
+ALL_TARGETS = (*TARGETS, *DR_TARGETS)
+"""Every target kind a sweep may ask for."""
 PROTOCOL_KEYS = (
     "name",
     "description",
@@ -63,6 +91,8 @@ PROTOCOL_KEYS = (
     "test_seeds",
     "presets",
     "preset",
+    "rho_grid",
+    "domain_randomisation",
 )
 _SCALED_KEYS = tuple(k for k in PROTOCOL_KEYS if k not in ("name", "scales", "presets", "preset"))
 
@@ -81,18 +111,82 @@ class TestEnv:
 
 @dataclass(frozen=True)
 class Job:
-    """One training run of a sweep: algorithm, target kind, uncertainty set (None for kind 'none'), rho, seed."""
+    """One training run of a sweep: algorithm, target kind, uncertainty set (None for kind 'none'), rho, seed.
+
+    `tag` is empty at the protocol's own rho for (set, algo) and ``rho<value>`` at any other rho of a rho grid
+    (:func:`rho_tag`), so the methods of earlier sweeps keep their labels and every label names one rho.
+    """
 
     algo: str
     target: str
     set: str | None
     rho: float | None
     seed: int
+    tag: str = ""
+
+    @property
+    def family(self) -> str:
+        """The label without the rho tag: ``algo-none``, ``algo-target-set`` (a rho curve's name), or ``algo-kind``
+        for the domain-randomisation kinds of :data:`DR_TARGETS` (no set, no rho)."""
+        if self.target == "none":
+            return f"{self.algo}-none"
+        if self.target in DR_TARGETS:
+            return f"{self.algo}-{self.target}"
+        return f"{self.algo}-{self.target}-{self.set}"
 
     @property
     def method(self) -> str:
-        """The method label shared by all seeds: ``algo-none`` or ``algo-target-set``."""
-        return f"{self.algo}-none" if self.target == "none" else f"{self.algo}-{self.target}-{self.set}"
+        """The method label shared by all seeds: the family, plus ``-rho<value>`` off the protocol's rho."""
+        return self.family if not self.tag else f"{self.family}-{self.tag}"
+
+
+def rho_tag(rho: float) -> str:
+    """The label suffix of a job at a rho other than its protocol's: ``rho`` + the shortest exact decimal."""
+    return f"rho{float(rho)!r}"
+
+
+def parse_method(method: str) -> tuple[str, str, str | None, float | None]:
+    """(algo, target, set, rho or None) of a method label; rho None means the protocol's own rho (no tag)."""
+    parts = method.split("-")
+    if len(parts) >= 2 and parts[1] == "none":
+        return parts[0], "none", None, None
+    if len(parts) >= 2 and "-".join(parts[1:]) in DR_TARGETS:
+        return parts[0], "-".join(parts[1:]), None, None
+    if len(parts) < 3:
+        raise ProtocolError(f"method label {method!r} is not algo-none or algo-target-set[-rho<value>]")
+    rest = "-".join(parts[2:])
+    set_name, sep, rho = rest.rpartition("-rho")
+    if not sep:
+        return parts[0], parts[1], rest, None
+    try:
+        return parts[0], parts[1], set_name, float(rho)
+    except ValueError:
+        raise ProtocolError(f"method label {method!r} has a malformed rho tag {rho!r}") from None
+
+
+def matched_controls(method: str, rho_default: float | None = None) -> list[str]:
+    """The control methods a robust method is compared with, closest match first (an empty list for controls).
+
+    - contamination at rho > 0: the discount control at the same rho (``algo-discount-contamination[-tag]``: the
+      same horizon cut, no robustness), then ``algo-none`` (the family's rho = 0 member: contamination at rho 0
+      is the non-robust target with the same schedule);
+    - any other set at rho > 0: the same family at rho = 0 (``algo-K-S-rho0.0``: same schedule, same auxiliary
+      network), then ``algo-none``;
+    - ``discount`` and rho = 0 runs, and the domain-randomisation kinds (:data:`DR_TARGETS`): ``algo-none``.
+
+    `rho_default` is the protocol's rho for the method's (set, algo): it tells whether an untagged label has rho 0.
+    """
+    algo, target, set_name, rho = parse_method(method)
+    none = f"{algo}-none"
+    if target == "none":
+        return []
+    eff = rho if rho is not None else rho_default
+    if target == "discount" or target in DR_TARGETS or eff == 0.0:
+        return [none]
+    tag = "" if rho is None else f"-{rho_tag(rho)}"
+    if set_name in DISCOUNT_SETS:
+        return [f"{algo}-discount-{set_name}{tag}", none]
+    return [f"{algo}-{target}-{set_name}-{rho_tag(0.0)}", none]
 
 
 @dataclass(frozen=True)
@@ -131,6 +225,8 @@ class Protocol:
     paper: dict[str, Any] | None = None
     preset: str | None = None
     explicit_test_seeds: list[int] | None = None
+    rho_grid: dict[str, list[float]] = field(default_factory=dict)
+    domain_randomisation: DomainRandomisation | None = None
 
     @property
     def label(self) -> str:
@@ -154,29 +250,127 @@ class Protocol:
                 f"(rho has sets {sorted(self.rho)})"
             ) from None
 
-    def jobs(self, algos: list[str], targets: list[str], sets: list[str], seeds: list[int]) -> list[Job]:
-        """Every (algo, target, set, seed) combination; target 'none' gives one job per seed, whatever the sets."""
+    def jobs(
+        self,
+        algos: list[str],
+        targets: list[str],
+        sets: list[str],
+        seeds: list[int],
+        rhos: Mapping[str, Sequence[float]] | None = None,
+    ) -> list[Job]:
+        """Every (algo, target, set, rho, seed) combination; target 'none' gives one job per seed, whatever the sets.
+
+        `rhos` maps a set to the radii to train (a rho axis); a set it leaves out, or None, trains the protocol's
+        rho for (set, algo). Jobs at another rho carry a ``rho<value>`` tag. Two points are not separate jobs:
+        contamination at rho = 0 is the non-robust target with the same schedule (so ``none`` is that member of
+        the curve, and a sweep asking for it trains ``none``), and ``discount`` at rho = 0 is ``none`` too.
+        """
         for a in algos:
             if a not in MIXERS:
                 raise ProtocolError(f"algo {a!r} is not one of {', '.join(sorted(MIXERS))}")
         for t in targets:
-            if t not in TARGETS:
-                raise ProtocolError(f"target {t!r} is not one of {', '.join(TARGETS)}")
+            if t not in ALL_TARGETS:
+                raise ProtocolError(f"target {t!r} is not one of {', '.join(ALL_TARGETS)}")
+            if t in DR_TARGETS:
+                self.climate_set(t)
+        if "discount" in targets:
+            bad = [s for s in sets if s not in DISCOUNT_SETS]
+            if bad and len(bad) == len(sets):
+                raise ProtocolError(
+                    f"target 'discount' (non-robust at gamma (1 - rho)) is the matched control of "
+                    f"{', '.join(DISCOUNT_SETS)} only; sets asked: {', '.join(sets)}"
+                )
+        rhos = dict(rhos or {})
+        for s, values in rhos.items():
+            if s not in sets:
+                raise ProtocolError(f"rho values given for set {s!r}, which is not among the sets {sets}")
+            if not values:
+                raise ProtocolError(f"rho values for set {s!r}: give at least one")
+            for r in values:
+                try:
+                    check_rho(s, r)
+                except UncertaintySetError as exc:
+                    raise ProtocolError(f"rho {r!r} for set {s!r}: {exc}") from None
         out: list[Job] = []
+        want_none = False
         for a in algos:
             for t in targets:
-                for s in [None] if t == "none" else sets:
-                    rho = None if s is None else self.rho_of(s, a)
-                    out.extend(Job(a, t, s, rho, int(seed)) for seed in seeds)
+                if t == "none" or t in DR_TARGETS:
+                    out.extend(Job(a, t, None, None, int(seed)) for seed in seeds)
+                    continue
+                for s in sets:
+                    if t == "discount" and s not in DISCOUNT_SETS:
+                        continue
+                    default = self.rho_of(s, a)
+                    for r in dict.fromkeys(float(x) for x in rhos.get(s, [default])):
+                        if r == 0.0 and (t == "discount" or self._nominal_at_zero(s)):
+                            want_none = True
+                            continue
+                        tag = "" if r == default else rho_tag(r)
+                        out.extend(Job(a, t, s, r, int(seed), tag) for seed in seeds)
+            if want_none and "none" not in targets:
+                out.extend(Job(a, "none", None, None, int(seed)) for seed in seeds)
+            want_none = False
         return out
 
+    def _nominal_at_zero(self, set_name: str) -> bool:
+        """Whether the set's targets at rho = 0 are the non-robust target with the non-robust schedule."""
+        return set_name in DISCOUNT_SETS and not self.set_overrides.get(set_name)
+
+    def climate_set(self, target: str) -> ClimateSet:
+        """The climate set a domain-randomisation target kind trains on; ProtocolError when the protocol has none."""
+        set_name = DR_TARGETS[target][0]
+        dr = self.domain_randomisation
+        if dr is None or set_name not in dr.climate_sets:
+            have = sorted(dr.climate_sets) if dr is not None else "no domain_randomisation section"
+            raise ProtocolError(
+                f"target {target!r} needs the climate set {set_name!r} in protocol {self.name!r}'s "
+                f"domain_randomisation.climate_sets (it has {have})"
+            )
+        return dr.climate_sets[set_name]
+
+    def stage1_job(self, job: Job) -> Job:
+        """GroupDR's stage 1 of `job`: the ``behaviour_algo`` domain-randomised run of the same seed and climate set."""
+        assert job.target in DR_TARGETS and self.domain_randomisation is not None
+        kind = "dr" if job.target == "groupdr" else "dr-paper"
+        return Job(self.domain_randomisation.behaviour_algo, kind, None, None, job.seed)
+
+    def estimator_file(self, job: Job) -> str:
+        """The file name of GroupDR's reward estimator for `job`'s seed and climate set (in the stage-1 run
+        directory): a digest of the estimator settings and the seed, so other settings never reuse a file."""
+        assert self.domain_randomisation is not None
+        spec = {"estimator": asdict(self.domain_randomisation.estimator), "seed": job.seed}
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        return f"reward_estimator-{digest}.pt"
+
     def job_config(self, job: Job) -> RunConfig:
-        """The validated run config of `job`: base run <- algo overrides <- set overrides (robust) <- the job."""
+        """The validated run config of `job`: base run <- algo overrides <- set overrides (robust and discount
+        control) <- the job. A ``discount`` job trains the non-robust target at learner.gamma * (1 - rho). A
+        domain-randomisation job trains the non-robust target in its climate set's env; a GroupDR one also reads
+        the estimator ``../<stage-1 run dir>/<estimator file>`` (relative to its own run directory)."""
         data = deep_merge(self.run, self.algo_overrides.get(job.algo, {}))
-        if job.target != "none":
+        if job.target in DR_TARGETS:
+            data = deep_merge(data, {"env": self.climate_set(job.target).env})
+            if DR_TARGETS[job.target][1]:
+                s1 = self.stage1_job(job)
+                rel = f"../{run_dir_name(s1, self.job_config(s1))}/{self.estimator_file(job)}"
+                data = deep_merge(data, {"learner": {"reward_model": rel}})
+            tgt: dict[str, Any] = {"kind": "none"}
+        elif job.target == "discount":
             assert job.set is not None and job.rho is not None
             data = deep_merge(data, self.set_overrides.get(job.set, {}))
-            tgt: dict[str, Any] = {"kind": job.target, "set": job.set, "rho": job.rho}
+            gamma = (data.get("learner") or {}).get("gamma")
+            if gamma is None:
+                raise ProtocolError(
+                    f"protocol {self.name!r}: the discount control needs run.learner.gamma set explicitly "
+                    "(it trains at learner.gamma * (1 - rho))"
+                )
+            data = deep_merge(data, {"learner": {"gamma": float(gamma) * (1.0 - job.rho)}})
+            tgt = {"kind": "none"}
+        elif job.target != "none":
+            assert job.set is not None and job.rho is not None
+            data = deep_merge(data, self.set_overrides.get(job.set, {}))
+            tgt = {"kind": job.target, "set": job.set, "rho": job.rho}
         else:
             tgt = {"kind": "none"}
         data = deep_merge(data, {"mixer": {"name": job.algo}, "target": tgt, "seed": job.seed})
@@ -196,6 +390,63 @@ def config_key(cfg: RunConfig) -> str:
     for k in ("out", "progress", "tensorboard"):
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_dir_name(job: Job, cfg: RunConfig) -> str:
+    """The name of a job's training run directory: ``<method>-seed<k>-<config key>``."""
+    return f"{job.method}-seed{job.seed}-{config_key(cfg)}"
+
+
+@dataclass(frozen=True)
+class ClimateSet:
+    """A domain-randomisation climate set: its env (EnvConfig data over ``run.env``), whether it leaks test
+    climates, and a note saying why it was chosen."""
+
+    env: dict[str, Any]
+    leaks: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DomainRandomisation:
+    """A protocol's ``domain_randomisation`` section (see the module docstring)."""
+
+    climate_sets: dict[str, ClimateSet]
+    behaviour_algo: str
+    estimator: EstimatorConfig
+
+
+def _domain_randomisation(v: Any, name: str) -> DomainRandomisation | None:
+    if v is None:
+        return None
+    d = _mapping(v, "domain_randomisation")
+    bad = sorted(set(d) - {"climate_sets", "behaviour_algo", "reward_estimator"})
+    if bad:
+        raise ProtocolError(
+            f"protocol {name!r}: domain_randomisation has unknown key(s) {bad}; allowed: climate_sets, "
+            "behaviour_algo, reward_estimator"
+        )
+    sets: dict[str, ClimateSet] = {}
+    for k, cs in _mapping(d.get("climate_sets"), "domain_randomisation.climate_sets").items():
+        c = _mapping(cs, f"domain_randomisation.climate_sets.{k}")
+        if set(c) - {"env", "leaks", "note"} or "env" not in c or not isinstance(c.get("leaks"), bool):
+            raise ProtocolError(
+                f"protocol {name!r}: domain_randomisation.climate_sets.{k}={c!r} needs keys env and leaks (true or "
+                "false), and may have a note"
+            )
+        sets[k] = ClimateSet(
+            _mapping(c["env"], f"domain_randomisation.climate_sets.{k}.env"), c["leaks"], str(c.get("note", ""))
+        )
+    algo = d.get("behaviour_algo", "vdn")
+    if algo not in MIXERS:
+        raise ProtocolError(
+            f"protocol {name!r}: domain_randomisation.behaviour_algo={algo!r} is not one of {sorted(MIXERS)}"
+        )
+    try:
+        est = estimator_config(_mapping(d.get("reward_estimator"), "domain_randomisation.reward_estimator"))
+    except ConfigError as exc:
+        raise ProtocolError(f"protocol {name!r}: domain_randomisation.{exc}") from None
+    return DomainRandomisation(sets, str(algo), est)
 
 
 def protocol_names(directory: Path = PROTOCOL_DIR) -> list[str]:
@@ -343,6 +594,18 @@ def load_protocol(
     seeds = [_int(s, "seeds[]", 0) for s in seeds]
     rho_raw = _mapping(data.get("rho"), "rho")
     rho = {s: {a: float(v) for a, v in _mapping(per, f"rho.{s}").items()} for s, per in rho_raw.items()}
+    rho_grid: dict[str, list[float]] = {}
+    for s, values in _mapping(data.get("rho_grid"), "rho_grid").items():
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        ):
+            raise ProtocolError(f"protocol {name!r}: rho_grid.{s}={values!r} must be a non-empty list of numbers")
+        try:
+            rho_grid[s] = [check_rho(s, float(v)) for v in values]
+        except (UncertaintySetError, KeyError, ValueError) as exc:
+            raise ProtocolError(f"protocol {name!r}: rho_grid.{s}: {exc}") from None
     score = None
     if data.get("score") is not None:
         sc = _mapping(data["score"], "score")
@@ -384,10 +647,16 @@ def load_protocol(
         paper=paper,
         preset=chosen,
         explicit_test_seeds=_test_seeds(data.get("test_seeds"), name),
+        rho_grid=rho_grid,
+        domain_randomisation=_domain_randomisation(data.get("domain_randomisation"), name),
     )
     if proto.explicit_test_seeds is not None:
         proto.eval_episodes = len(proto.explicit_test_seeds)
     # every default job must build: typos in the run config surface at load time, not in a worker
+    if proto.domain_randomisation is not None:  # the randomised runs of every climate set must build too
+        dr_targets = [t for t in DR_TARGETS if DR_TARGETS[t][0] in proto.domain_randomisation.climate_sets]
+        for job in proto.jobs(proto.algos[:1], dr_targets, [], proto.seeds[:1]):
+            proto.job_config(job)
     for job in proto.jobs(proto.algos, proto.targets, [s for s in proto.sets if s in proto.rho], proto.seeds[:1]):
         proto.job_config(job)
     return proto

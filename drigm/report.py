@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from drigm import stats
 from drigm.checkpoint import atomic_write_bytes
 from drigm.config import ConfigError
-from drigm.protocol import SCALES, Job, Protocol, load_protocol
+from drigm.protocol import SCALES, Job, Protocol, ProtocolError, load_protocol, matched_controls, parse_method
+from drigm.rho_curves import plot_rho_curves, rho_families
 from drigm.sweep import DEFAULT_OUT, is_finished, result_dir, result_path, train_dir
 
 DEFAULT_RESULTS = Path("experiments/results")
@@ -114,7 +116,7 @@ def collect(protocol: str, out_root: Path, scale: str, preset: str | None = None
         raise ConfigError(f"{str(manifest)!r} does not exist: no sweep of {proto.name!r} at scale {scale!r} was run")
     try:
         raw = json.loads(manifest.read_text())["jobs"]
-        jobs = [Job(j["algo"], j["target"], j["set"], j["rho"], int(j["seed"])) for j in raw]
+        jobs = [Job(j["algo"], j["target"], j["set"], j["rho"], int(j["seed"]), j.get("tag", "")) for j in raw]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"{str(manifest)!r} is malformed: {exc}") from exc
     col = Collected(proto, jobs)
@@ -162,10 +164,18 @@ def seed_means(col: Collected, method: str, test: str, key: str) -> list[float]:
     return out
 
 
-def paper_row(method: str) -> tuple[str, str]:
-    """(algo, paper row key) of a method: 'none' for non-robust runs, else the set (exact and paper both compare)."""
-    parts = method.split("-")
-    return parts[0], ("none" if parts[1] == "none" else parts[2])
+def paper_row(method: str) -> tuple[str, str | None]:
+    """(algo, paper row key) of a method: 'none' for non-robust runs, the set for exact and paper targets at the
+    protocol's rho (both compare with the paper's row), None for controls and other radii (the paper has none)."""
+    try:
+        algo, target, set_name, rho = parse_method(method)
+    except ProtocolError:
+        return method.split("-")[0], None
+    if target == "none":
+        return algo, "none"
+    if target in ("exact", "paper") and rho is None:
+        return algo, set_name
+    return algo, None
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -298,7 +308,7 @@ def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]
         if not vals:
             continue
         algo, row = paper_row(m)
-        ref = paper["rows"].get(row, {}).get(algo)
+        ref = None if row is None else paper["rows"].get(row, {}).get(algo)
         ours = cell(vals, ddof=ddof)
         if ref is None:
             rows.append([m, ours.fmt(), "n/a", "n/a"])
@@ -384,6 +394,188 @@ def _random_reference(col: Collected) -> list[str]:
     ]
 
 
+CVAR_ALPHA = 0.1
+PROFILE_TAUS = 101
+
+
+def main_metric(col: Collected) -> tuple[str, str]:
+    """(key, label) of the main metric: the normalised score when the protocol defines one, else the return."""
+    return ("score", col.proto.score.label) if col.proto.score is not None else ("returns", "return")
+
+
+def episode_scores(col: Collected, method: str, key: str, tests: list[str]) -> tuple[list[int], np.ndarray | None]:
+    """The seeds of `method` with metric `key` on every test environment in `tests`, and their per-episode values
+    as an array (envs, seeds, episodes) with envs in the order of `tests` (None when no seed has them all)."""
+    seeds, rows = [], []
+    for s, r in sorted(col.results.get(method, {}).items()):
+        if all(key in r["tests"].get(t, {}) for t in tests):
+            seeds.append(s)
+            rows.append([r["tests"][t][key] for t in tests])
+    if not seeds:
+        return [], None
+    return seeds, np.asarray(rows, dtype=np.float64).transpose(1, 0, 2)
+
+
+def _ci_text(ci: tuple[float, float] | list[float] | None) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "[n/a]"
+
+
+def _stats_section(
+    col: Collected, key: str, label: str, compat: list[str]
+) -> tuple[list[str], dict[str, Any], dict[str, stats.Profile]]:
+    """results.md lines, summary data and performance profiles of the main metric (:mod:`drigm.stats`): IQM and
+    mean with stratified bootstrap CIs, worst-case columns, P(improvement) over matched controls."""
+    scopes = compat + ([AVERAGE] if len(compat) > 1 else [])
+    envs_of = {**{t: [t] for t in compat}, AVERAGE: compat}
+    methods = [m for m in col.methods() if m in col.results]
+    boot = {"resamples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED, "level": stats.CI_LEVEL}
+    data: dict[str, Any] = {"metric": key, "label": label, "bootstrap": boot, "cvar_alpha": CVAR_ALPHA}
+    seeds_txt = ", the protocol's listed test days, repeats counted" if col.proto.explicit_test_seeds else ""
+    md = [
+        f"## Robust statistics of the {label}",
+        "",
+        'Computed by `drigm.stats`: our own numpy implementation following Agarwal et al. (NeurIPS 2021, "Deep RL '
+        'at the edge of the statistical precipice"), with `scipy.stats.trim_mean` for the IQM (rliable is not '
+        f"used). The data are every seed's per-episode {label} on each test environment (its test "
+        f"episodes{seeds_txt}); the average column pools the test environments {', '.join(compat)}.",
+        "",
+        "- **IQM**: the mean of the middle 50% of all (seed x episode [x environment]) values: "
+        "`scipy.stats.trim_mean(x, 0.25)`, which cuts int(0.25 n) values from each end. **Mean**: the mean of the "
+        "same values.",
+        f"- **CIs** of IQM, mean and the worst environment: 95% percentile intervals of a stratified bootstrap "
+        f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}): seeds resampled with replacement (one draw shared "
+        "by all test environments: a seed is one trained run tested on each), then each drawn seed's episodes "
+        "resampled with replacement within each test environment. n/a with one seed.",
+        "- **Worst environment**: the minimum over test environments of the environment's mean over seeds and "
+        "episodes (the CI takes the minimum in each bootstrap resample).",
+        f"- **CVaR{CVAR_ALPHA:.0%}**: for each seed and test environment, the mean of the worst {CVAR_ALPHA:.0%} of "
+        f"its test episodes (lower tail of the empirical distribution, fractional: with k = {CVAR_ALPHA} n, the "
+        "floor(k) smallest values plus (k - floor k) times the next, divided by k); then the mean over test "
+        "environments per seed, and mean +- SE [bootstrap CI] over seeds as in the tables above.",
+        "- **P(improvement)** of a method X over a matched control Y (`drigm.protocol.matched_controls`), paired "
+        "by seed: for each seed in both and each test environment, P(X > Y) + 0.5 P(X = Y) over all pairs of the "
+        "two runs' test episodes (Mann-Whitney); averaged over the environments, then over the paired seeds. CI: "
+        "paired seeds resampled. The paired mean difference is X's mean minus Y's, per seed, averaged likewise.",
+        "- **Performance profiles** (`profiles.png`): the fraction of runs (seed x test episode, pooled over the "
+        "test environments) with a value > tau, band = pointwise 95% stratified bootstrap interval.",
+        "",
+    ]
+    scored: dict[str, tuple[list[int], np.ndarray]] = {}
+    for m in methods:
+        seeds, a = episode_scores(col, m, key, compat)
+        if a is not None:
+            scored[m] = (seeds, a)
+    for agg, title in (("iqm", "IQM"), ("mean", "Mean")):
+        rows = []
+        for m in methods:
+            row = [m]
+            for scope in scopes:
+                seeds, a = episode_scores(col, m, key, envs_of[scope])
+                if a is None:
+                    data.setdefault(agg, {}).setdefault(m, {})[scope] = None
+                    row.append("missing")
+                    continue
+                e = stats.stratified_bootstrap(a, agg, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
+                entry = {**stats.as_dict(e), "seeds": seeds, "episodes": int(a.shape[2])}
+                data.setdefault(agg, {}).setdefault(m, {})[scope] = entry
+                row.append(f"{e.fmt()} (n={len(seeds)})")
+            rows.append(row)
+        md += [f"### {title} [95% stratified bootstrap CI] (n = seeds)", "", _md_table(["method", *scopes], rows), ""]
+    rows = []
+    for m, (seeds, a) in scored.items():
+        worst = stats.worst_mean(a, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
+        worst_env = compat[int(np.argmin(a.mean(axis=(1, 2))))]
+        per_seed = [
+            float(np.mean([stats.cvar(a[e, i], CVAR_ALPHA) for e in range(a.shape[0])])) for i in range(a.shape[1])
+        ]
+        cv = cell(per_seed)
+        data.setdefault("worst_case", {})[m] = {
+            "seeds": seeds,
+            "worst_env": worst_env,
+            "worst_env_mean": stats.as_dict(worst),
+            "cvar": {"alpha": CVAR_ALPHA, **cv.__dict__},
+        }
+        rows.append([m, str(len(seeds)), worst_env, worst.fmt(), cv.fmt()])
+    md += [
+        "### Worst case",
+        "",
+        _md_table(["method", "seeds", "worst environment", "its mean [CI]", f"CVaR{CVAR_ALPHA:.0%} +- SE [CI]"], rows),
+        "",
+    ]
+    rows = []
+    data["improvement"] = []
+    for m in methods:
+        for ctrl in _controls(col, m):
+            for scope in scopes:
+                sx, ax = episode_scores(col, m, key, envs_of[scope])
+                sy, ay = episode_scores(col, ctrl, key, envs_of[scope])
+                common = sorted(set(sx) & set(sy))
+                entry: dict[str, Any] = {"method": m, "control": ctrl, "test": scope, "n_pairs": len(common)}
+                if ax is None or ay is None or not common:
+                    data["improvement"].append(entry)
+                    rows.append([m, ctrl, scope, "0", "n/a", "n/a"])
+                    continue
+                x = {s: ax[:, i, :] for i, s in enumerate(sx)}
+                y = {s: ay[:, i, :] for i, s in enumerate(sy)}
+                imp = stats.probability_of_improvement(x, y, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
+                data["improvement"].append({**entry, **stats.as_dict(imp)})
+                rows.append(
+                    [
+                        m,
+                        ctrl,
+                        scope,
+                        str(imp.n_pairs),
+                        f"{imp.p:.3f} {_ci_text(imp.ci)}",
+                        f"{imp.mean_diff:+.3f} {_ci_text(imp.mean_diff_ci)}",
+                    ]
+                )
+    md += ["### Probability of improvement over matched controls (paired by seed)", ""]
+    md += (
+        [
+            _md_table(
+                ["method", "control", "test", "paired seeds", "P(improvement) [CI]", "paired mean diff [CI]"], rows
+            ),
+            "",
+        ]
+        if rows
+        else ["No method has a matched control with results.", ""]
+    )
+    profiles: dict[str, stats.Profile] = {}
+    if scored:
+        pooled = np.concatenate([a.ravel() for _, a in scored.values()])
+        taus = np.linspace(pooled.min(), pooled.max(), PROFILE_TAUS)
+        profiles = stats.performance_profile(
+            {m: a for m, (_, a) in scored.items()}, taus, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+        )
+        data["profiles"] = {m: {**stats.as_dict(p), "seeds": scored[m][0]} for m, p in profiles.items()}
+    return md, data, profiles
+
+
+def plot_profiles(col: Collected, label: str, profiles: dict[str, stats.Profile], path: Path) -> None:
+    """Performance profiles: the fraction of runs (seed x test episode) with a value > tau against tau, one line
+    per method, band = pointwise 95% stratified bootstrap interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    palette = plt.get_cmap("tab10" if len(profiles) <= 10 else "tab20")
+    for i, (m, p) in enumerate(profiles.items()):
+        colour = palette(i % palette.N)
+        ax.plot(p.taus, p.fraction, label=m, color=colour)
+        if p.lo is not None and p.hi is not None:
+            ax.fill_between(p.taus, p.lo, p.hi, alpha=0.15, color=colour)
+    ax.set_xlabel(f"{label} threshold tau")
+    ax.set_ylabel(f"fraction of runs with {label} > tau")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{col.proto.name} ({col.proto.scale} scale): performance profiles, band = 95% bootstrap CI")
+    atomic_write_bytes(path, _fig_bytes(fig))
+    plt.close(fig)
+
+
 def report(
     protocol: str | Path,
     out_root: Path = DEFAULT_OUT,
@@ -452,6 +644,12 @@ def report(
             summary["paper_comparison"] = verdicts
     md += _exact_vs_paper(col, metrics[0][0] if metrics[0][0] != "won" else "won")
     md += _random_reference(col)
+    main_key, main_label = main_metric(col)
+    profiles: dict[str, stats.Profile] = {}
+    compat = [t.name for t in proto.tests if t.name not in incompatible]
+    if col.results and compat:
+        lines, summary["stats"], profiles = _stats_section(col, main_key, main_label, compat)
+        md += lines
     problems = (
         [f"- missing: {j.method} seed {j.seed}" for j in col.missing]
         + [
@@ -469,15 +667,87 @@ def report(
     md.append(f"{n_done} of {len(col.requested)} requested runs have valid results.")
     md += ["", *problems] if problems else []
     md += ["", *notes] if notes else []
-    md += ["", "Plots: `ood.png` (grouped bars per test environment), `learning_curves.png`.", ""]
+    md += ["", "Plots: `ood.png` (grouped bars per test environment), `learning_curves.png`, `profiles.png`.", ""]
     atomic_write_bytes(dest / "results.md", "\n".join(md).encode())
     atomic_write_bytes(dest / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     if col.results:
         plot_ood(col, metrics, dest / "ood.png")
         plot_curves(col, dest / "learning_curves.png")
+        _rho_report(col, metrics[0][0], tests, dest, summary)
+    if profiles:
+        plot_profiles(col, main_label, profiles, dest / "profiles.png")
     summary["results_dir"] = str(dest)
     summary["complete"] = not problems
     return summary
+
+
+def _rho_of(proto: Protocol) -> Any:
+    """(set, algo) -> the protocol's rho, or None where it defines none."""
+    return lambda set_name, algo: proto.rho.get(set_name, {}).get(algo)
+
+
+def _controls(col: Collected, method: str) -> list[str]:
+    """The matched controls of `method` that have results in `col` (closest first; none for a foreign label)."""
+    try:
+        algo, _, set_name, _ = parse_method(method)
+    except ProtocolError:
+        return []
+    rho_default = None if set_name is None else _rho_of(col.proto)(set_name, algo)
+    return [c for c in matched_controls(method, rho_default) if c in col.results and c != method]
+
+
+def _paired_average_diffs(col: Collected, method: str, control: str, key: str) -> tuple[list[float], list[int]]:
+    """Per paired seed: `method`'s average over the test environments minus `control`'s; and the seeds."""
+    a, b = col.results.get(method, {}), col.results.get(control, {})
+    common = sorted(set(a) & set(b))
+    diffs = []
+    for s in common:
+        ra = np.mean([np.mean(t[key]) for t in a[s]["tests"].values() if key in t])
+        rb = np.mean([np.mean(t[key]) for t in b[s]["tests"].values() if key in t])
+        diffs.append(float(ra - rb))
+    return diffs, common
+
+
+def _average_improvement(col: Collected, method: str, control: str, key: str) -> stats.Improvement | None:
+    """P(improvement) of `method` over `control` on all compatible test environments (None without paired seeds)."""
+    tests = [
+        t.name
+        for t in col.proto.tests
+        if not any("incompatible" in r["tests"].get(t.name, {}) for r in col.results.get(method, {}).values())
+    ]
+    sx, ax = episode_scores(col, method, key, tests)
+    sy, ay = episode_scores(col, control, key, tests)
+    if ax is None or ay is None or not set(sx) & set(sy):
+        return None
+    x = {s: ax[:, i, :] for i, s in enumerate(sx)}
+    y = {s: ay[:, i, :] for i, s in enumerate(sy)}
+    return stats.probability_of_improvement(x, y, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
+
+
+def _rho_curve_points(col: Collected, test: str, key: str) -> dict[str, list[tuple[float, float, float]]]:
+    """{family: [(rho, mean, se), ...]} on one test environment (or AVERAGE) for every family with 2+ rhos."""
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    for fam, pts in rho_families(list(col.results), _rho_of(col.proto)).items():
+        row = []
+        for rho, m in pts:
+            vals = seed_means(col, m, test, key)
+            if vals:
+                c = cell(vals)
+                row.append((rho, c.mean, c.se if c.se is not None else 0.0))
+        if len(row) >= 2:
+            out[fam] = row
+    return out
+
+
+def _rho_report(col: Collected, key: str, tests: list[str], dest: Path, summary: dict[str, Any]) -> None:
+    """``rho.png`` (score against rho per test environment) and ``summary["rho_curves"]`` when a family has 2+ rhos."""
+    curves = {t: _rho_curve_points(col, t, key) for t in tests}
+    fams = sorted({f for per in curves.values() for f in per})
+    if not fams:
+        return
+    plot_rho_curves({f: {t: curves[t].get(f, []) for t in tests} for f in fams}, tests, key, dest / "rho.png")
+    summary["rho_curves"] = {t: {f: [list(p) for p in pts] for f, pts in per.items()} for t, per in curves.items()}
+    atomic_write_bytes(dest / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
 
 
 def _versus(diffs: list[float]) -> tuple[Cell, str]:
@@ -523,7 +793,7 @@ def overview(
             row.append(f"{ours.fmt()} (n={len(vals)})" if ours else "missing")
             if c.proto.paper is not None:
                 algo, prow = paper_row(m)
-                ref = c.proto.paper["rows"].get(prow, {}).get(algo)
+                ref = None if prow is None else c.proto.paper["rows"].get(prow, {}).get(algo)
                 if ref is None or ours is None:
                     row.append("n/a" if ref is None else f"{ref[0]:.3f} +- {ref[1]:.3f}")
                 else:
@@ -540,31 +810,61 @@ def overview(
         "",
         _md_table(header, rows),
         "",
-        "## Does robust training beat non-robust training?",
+        "## Does robust training beat its matched control?",
         "",
-        "Per seed: the robust method's average minus the same algorithm's non-robust run's (same seed, same test "
-        "days), then mean +- SE [95% bootstrap CI] over the paired seeds.",
+        "Per seed: the robust method's average minus its control's (same algorithm, same seed, same test days), "
+        "then mean +- SE [95% bootstrap CI] over the paired seeds. Controls, closest first "
+        "(`drigm.protocol.matched_controls`): contamination against the discount control (non-robust at gamma "
+        "(1 - rho), the same horizon cut without robustness) and against non-robust training (its rho = 0 member); "
+        "other sets against the same target at rho = 0 (same schedule, same dual network) and against non-robust "
+        "training; rho = 0 and discount runs against non-robust training.",
         "",
     ]
     vrows = []
     for m in methods:
         for c in cols:
-            base = f"{m.split('-')[0]}-none"
-            if m == base or base not in c.results:
-                continue
-            a, b = c.results.get(m, {}), c.results[base]
-            common = sorted(set(a) & set(b))
-            diffs = []
-            for s in common:
-                ra = np.mean([np.mean(t[key]) for t in a[s]["tests"].values() if key in t])
-                rb = np.mean([np.mean(t[key]) for t in b[s]["tests"].values() if key in t])
-                diffs.append(float(ra - rb))
-            if not diffs:
-                continue
-            d, verdict = _versus(diffs)
-            data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = {**d.__dict__, "verdict": verdict}
-            vrows.append([m, c.proto.name, str(len(common)), d.fmt(), verdict])
-    md += [_md_table(["method", "day set", "paired seeds", f"{key}: robust - non-robust", "verdict"], vrows), ""]
+            for base in _controls(c, m):
+                diffs, common = _paired_average_diffs(c, m, base, key)
+                if not diffs:
+                    continue
+                d, verdict = _versus(diffs)
+                entry = {**d.__dict__, "verdict": verdict, "n_pairs": len(common)}
+                poi = _average_improvement(c, m, base, key)
+                poi_text = "n/a"
+                if poi is not None:
+                    entry["improvement"] = stats.as_dict(poi)
+                    poi_text = f"{poi.p:.2f} {_ci_text(poi.ci)}"
+                data.setdefault("versus_control", {}).setdefault(c.proto.name, {}).setdefault(m, {})[base] = entry
+                if base.endswith("-none"):
+                    data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = entry
+                vrows.append([m, base, c.proto.name, str(len(common)), d.fmt(), poi_text, verdict])
+    header = ["method", "control", "day set", "paired seeds", f"{key}: method - control", "P(improvement) [CI]"]
+    md += [
+        _md_table([*header, "verdict"], vrows),
+        "",
+        "P(improvement): per paired seed and test environment, P(X > Y) + 0.5 P(X = Y) over all pairs of the two "
+        "runs' test episodes, averaged over environments and paired seeds; CI: paired seeds resampled "
+        "(`drigm.stats.probability_of_improvement`).",
+        "",
+    ]
+    curves = {c.proto.name: _rho_curve_points(c, AVERAGE, key) for c in cols}
+    fams = sorted({f for per in curves.values() for f in per})
+    if fams:
+        rho_png = Path(results_root) / f"{name}-rho.png"
+        plot_rho_curves(
+            {f: {day: curves[day].get(f, []) for day in curves} for f in fams},
+            list(curves),
+            key,
+            rho_png,
+        )
+        data["rho_curves"] = {day: {f: [list(p) for p in pts] for f, pts in per.items()} for day, per in curves.items()}
+        md += [
+            "## Score against rho",
+            "",
+            f"`{rho_png.name}`: per day set, the {key} (average over its test environments, mean +- SE over seeds) "
+            "of each family at every rho trained; contamination's rho = 0 point is non-robust training.",
+            "",
+        ]
     missing = list(dict.fromkeys((j.method, j.seed) for c in cols for j in c.missing + c.unfinished))
     if missing:
         per: dict[str, list[int]] = {}

@@ -35,6 +35,7 @@ from drigm.config import CONFIG_FILE, ConfigError, RunConfig, build_config, load
 from drigm.envs.base import MultiAgentEnv, make_env
 from drigm.envs.tabular import TabularEnv
 from drigm.learner import Learner, resolve_device
+from drigm.reward_estimator import RewardEstimator, load_estimator
 from drigm.runner import BatchedRunner, Episode, EpisodeRunner
 from drigm.window_agents import WindowController
 from reference.atomic_io import remove_stale_temps
@@ -198,7 +199,11 @@ class Trainer:
         self.gamma = resolve_gamma(cfg, self.env)
         env = self.env
         torch.manual_seed(cfg.seed)
-        self.learner = Learner(cfg, env.n_agents, env.n_actions, env.obs_dim, env.state_dim, self.gamma, self.device)
+        # GroupDR: the reward estimator replaces the TD reward while training (evaluation needs no reward model)
+        reward_model = self._reward_model(env) if training and cfg.learner.reward_model is not None else None
+        self.learner = Learner(
+            cfg, env.n_agents, env.n_actions, env.obs_dim, env.state_dim, self.gamma, self.device, reward_model
+        )
         self.training = training
         self.buffer: EpisodeBuffer | TransitionBuffer
         if cfg.learner.replay == "transitions":
@@ -209,6 +214,7 @@ class Trainer:
                 env.state_dim,
                 capacity=cfg.learner.buffer_size if training else 1,
                 history=cfg.agent.history,
+                time_index=cfg.learner.reward_model is not None,
             )
         else:
             self.buffer = EpisodeBuffer(
@@ -232,6 +238,16 @@ class Trainer:
         self.sample_rng = np.random.default_rng([cfg.seed, _SAMPLING])
         self.counters = Counters()
         self.meta = model_meta(cfg, env)
+
+    def _reward_model(self, env: MultiAgentEnv) -> RewardEstimator:
+        """The estimator of ``learner.reward_model`` (a relative path is taken from the run directory), checked
+        against the env's shapes; RewardModelError naming the file otherwise."""
+        assert self.cfg.learner.reward_model is not None
+        path = Path(self.cfg.learner.reward_model)
+        if not path.is_absolute():
+            path = self.run_dir / path
+        expect = {"state_dim": env.state_dim, "n_agents": env.n_agents, "n_actions": env.n_actions}
+        return load_estimator(path, expect)[0]
 
     # ----- checkpoints ----------------------------------------------------------------------------
     def checkpoint_path(self) -> Path:
@@ -488,6 +504,27 @@ def load_run(run_dir: Path, device: str | None = None) -> tuple[Trainer, dict[st
     return trainer, {"t_env": trainer.counters.t_env, "updates": trainer.learner.n_updates}
 
 
+def returns_summary(
+    run_dir: Path, info: dict[str, Any], returns: list[float], won: list[bool] | None
+) -> dict[str, Any]:
+    """What ``drigm evaluate`` reports of greedy episodes: the run, its counters, the returns with their mean and
+    95% t-interval, and where the env reports wins the win rate with its interval."""
+    mean, lo, hi = mean_ci95(returns)
+    out: dict[str, Any] = {
+        "run": str(run_dir),
+        "t_env": info["t_env"],
+        "updates": info["updates"],
+        "episodes": len(returns),
+        "mean_return": mean,
+        "ci95": [lo, hi],
+        "returns": returns,
+    }
+    if won is not None:
+        w_mean, w_lo, w_hi = mean_ci95([float(w) for w in won])
+        out.update(win_rate=w_mean, win_rate_ci95=[w_lo, w_hi], won=won)
+    return out
+
+
 def evaluate_run(
     run_dir: Path,
     episodes: int,
@@ -500,19 +537,7 @@ def evaluate_run(
         raise ConfigError(f"--episodes={episodes} must be >= 1")
     trainer, info = load_run(Path(run_dir), device)
     returns, won = trainer.evaluate(episodes)
-    mean, lo, hi = mean_ci95(returns)
-    out: dict[str, Any] = {
-        "run": str(run_dir),
-        "t_env": info["t_env"],
-        "updates": info["updates"],
-        "episodes": episodes,
-        "mean_return": mean,
-        "ci95": [lo, hi],
-        "returns": returns,
-    }
-    if won is not None:
-        w_mean, w_lo, w_hi = mean_ci95([float(w) for w in won])
-        out.update(win_rate=w_mean, win_rate_ci95=[w_lo, w_hi], won=won)
+    out = returns_summary(run_dir, info, returns, won)
     if isinstance(trainer.env, TabularEnv):
         uset, note = value_set(trainer.cfg, set_name, rho)
         out.update(tabular_report(trainer.learner.controller, trainer.env, uset))

@@ -57,6 +57,7 @@ from drigm.checkpoint import atomic_write_bytes
 from drigm.config import ConfigError, RunConfig
 from drigm.envs.base import MultiAgentEnv, TimeStep, make_env
 from drigm.protocol import (
+    DR_TARGETS,
     SCALES,
     Job,
     Protocol,
@@ -64,6 +65,7 @@ from drigm.protocol import (
     TestEnv,
     config_key,
     load_protocol,
+    run_dir_name,
     test_episode_seeds,  # noqa: F401  (re-exported: demo, baselines and benchmarks import it from here)
 )
 from reference.atomic_io import atomic_write_json, describe_os_error, remove_stale_temps
@@ -100,7 +102,7 @@ def result_path(out_root: Path, protocol: str, label: str, job: Job) -> Path:
 
 def train_dir(out_root: Path, job: Job, cfg: RunConfig) -> Path:
     """The training run directory of one job (shared by every protocol with the same resolved config)."""
-    return Path(out_root) / "train" / _slug(cfg.env.name) / f"{job.method}-seed{job.seed}-{config_key(cfg)}"
+    return Path(out_root) / "train" / _slug(cfg.env.name) / run_dir_name(job, cfg)
 
 
 # ===== the unit of work ===========================================================================
@@ -264,6 +266,46 @@ def train_job(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         return summary
 
 
+def groupdr_stages(proto: Protocol, job: Job, cfg: RunConfig, out_root: Path, progress: bool = False) -> dict[str, Any]:
+    """GroupDR's stages 1 and 2 for `job` (whose config `cfg` trains stage 3 under `out_root`): train (or
+    resume, or reuse) the domain-randomised ``behaviour_algo`` run of the same seed and climate set, then fit its
+    reward estimators into the file `cfg.learner.reward_model` names (relative to stage 3's run directory) unless
+    a valid one is there. Both are idempotent and file-locked, so the algorithms of one seed share them. Returns
+    what the stages did (directories, seconds, the estimator's metrics)."""
+    from drigm.reward_estimator import RewardModelError, build_estimator, load_estimator
+
+    dr = proto.domain_randomisation
+    assert dr is not None and cfg.learner.reward_model is not None
+    s1job = proto.stage1_job(job)
+    s1cfg = proto.job_config(s1job)
+    s1dir = train_dir(out_root, s1job, s1cfg)
+    tdir = train_dir(out_root, job, cfg)
+    est_path = (tdir / cfg.learner.reward_model).resolve()
+    if est_path.parent != s1dir.resolve():
+        raise ProtocolError(f"GroupDR job {job.method} seed {job.seed}: its estimator {est_path} is not in {s1dir}")
+    t0 = time.perf_counter()
+    s1 = train_job(replace(s1cfg, out=str(s1dir), progress=progress), s1dir)
+    t1 = time.perf_counter()
+    with _locked(s1dir / ".estimator.lock"):
+        try:
+            meta = load_estimator(est_path)[1]
+            built = False
+        except RewardModelError:
+            if est_path.exists():  # corrupt or foreign: refit (the file is ours to rewrite)
+                est_path.unlink()
+            meta = {"metrics": build_estimator(s1dir, est_path, dr.estimator, job.seed)}
+            built = True
+    return {
+        "stage1_dir": _portable(s1dir),
+        "stage1_t_env": s1.get("t_env"),
+        "stage1_seconds": t1 - t0,
+        "estimator": _portable(est_path),
+        "estimator_built": built,
+        "estimator_metrics": meta.get("metrics"),
+        "estimator_seconds": time.perf_counter() - t1,
+    }
+
+
 def _protocols_of(spec: JobSpec) -> list[Protocol]:
     """The spec's protocol and the ones evaluated beside it (``also``), loaded at the spec's scale and preset."""
     return [load_protocol(p, spec.scale, preset=spec.preset) for p in (spec.protocol_path, *spec.also)]
@@ -291,7 +333,12 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     try:
+        stages = None
+        if job.target in DR_TARGETS and DR_TARGETS[job.target][1]:
+            stages = groupdr_stages(protos[0], job, cfg, Path(spec.out_root), spec.progress)
         summary = train_job(cfg, tdir)
+        if stages is not None:
+            summary = {**summary, "groupdr": stages}
         trainer, info = load_run(tdir, device="cpu")
         try:
             for proto in protos:
@@ -700,6 +747,7 @@ def sweep(
     progress: bool = True,
     preset: str | None = None,
     retries: int = DEFAULT_RETRIES,
+    rhos: str | Sequence[float] | dict[str, Sequence[float]] | None = None,
 ) -> SweepSummary:
     """Run every unfinished job of the protocol (None = the protocol's defaults); finished ones are skipped.
 
@@ -710,6 +758,9 @@ def sweep(
     With several local workers the sweep supervises them: a job whose worker process dies is rerun from its last
     checkpoint up to `retries` times while the other jobs go on (Ray: its own task retries, the same count); with
     one worker the jobs run in this process.
+
+    `rhos` trains a rho axis: ``"grid"`` (the protocol's ``rho_grid`` for each chosen set), a list of radii for
+    every chosen set, or ``{set: radii}``; None trains each (set, algo)'s protocol rho.
     """
     if backend not in BACKENDS:
         raise ProtocolError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
@@ -722,8 +773,13 @@ def sweep(
         raise ProtocolError("no protocol given")
     protos = [load_protocol(p, scale, preset=preset) for p in names]
     proto = protos[0]
+    chosen_sets = list(sets or proto.sets)
     jobs = proto.jobs(
-        list(algos or proto.algos), list(targets or proto.targets), list(sets or proto.sets), _seed_list(proto, seeds)
+        list(algos or proto.algos),
+        list(targets or proto.targets),
+        chosen_sets,
+        _seed_list(proto, seeds),
+        rhos=_rho_axis(proto, chosen_sets, rhos),
     )
     for other in protos[1:]:
         for j in jobs:
@@ -780,6 +836,61 @@ def sweep(
     )
 
 
+def _rho_axis(
+    proto: Protocol, sets: list[str], rhos: str | Sequence[float] | dict[str, Sequence[float]] | None
+) -> dict[str, list[float]] | None:
+    """The radii per set that a sweep trains (see :func:`sweep`); ProtocolError naming what is missing."""
+    if rhos is None:
+        return None
+    if isinstance(rhos, str):
+        if rhos != "grid":
+            raise ProtocolError(f"rhos={rhos!r}: give 'grid', a list of radii or {{set: radii}}")
+        missing = [s for s in sets if s not in proto.rho_grid]
+        if missing:
+            raise ProtocolError(
+                f"protocol {proto.name!r} has no rho_grid for set(s) {missing} (it has {sorted(proto.rho_grid)})"
+            )
+        return {s: list(proto.rho_grid[s]) for s in sets}
+    if isinstance(rhos, dict):
+        return {s: [float(r) for r in v] for s, v in rhos.items()}
+    return {s: [float(r) for r in rhos] for s in sets}
+
+
+def _rho_arg(text: str) -> tuple[str | None, list[float] | str]:
+    """One ``--rho`` value: ``grid``, ``0,0.004,0.008`` (every chosen set) or ``SET=0,0.1`` (one set)."""
+    set_name, sep, values = text.partition("=")
+    if not sep:
+        set_name, values = "", text
+    if values.strip() == "grid" and not sep:
+        return None, "grid"
+    try:
+        radii = [float(v) for v in _csv(values)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--rho {text!r}: give 'grid', radii like 0,0.004,0.008, or SET=radii like tv=0,0.1"
+        ) from None
+    if not radii:
+        raise argparse.ArgumentTypeError(f"--rho {text!r}: no radii given")
+    return (set_name.strip() or None), radii
+
+
+def _rhos_of(given: list[tuple[str | None, list[float] | str]] | None) -> Any:
+    """The `rhos` argument of :func:`sweep` from the ``--rho`` options (ProtocolError when they conflict)."""
+    if not given:
+        return None
+    if len(given) == 1 and given[0][0] is None:
+        return given[0][1]
+    if any(s is None for s, _ in given):
+        raise ProtocolError("--rho: give either one 'grid' or radii list for every set, or SET=radii per set")
+    out: dict[str, list[float]] = {}
+    for s, radii in given:
+        assert s is not None and not isinstance(radii, str)
+        if s in out:
+            raise ProtocolError(f"--rho: set {s!r} given twice")
+        out[s] = radii
+    return out
+
+
 def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -803,8 +914,24 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
         "commas share each job's training run (their training configs must agree)",
     )
     p.add_argument("--algos", type=_csv, default=None, help="comma-separated, e.g. vdn,qmix,qtran (default: protocol)")
-    p.add_argument("--targets", type=_csv, default=None, help="comma-separated among none,exact,paper")
+    p.add_argument(
+        "--targets",
+        type=_csv,
+        default=None,
+        help="comma-separated among none,exact,paper,discount,dr,dr-paper,groupdr,groupdr-paper (discount: the "
+        "matched control of contamination, non-robust at gamma (1 - rho); dr: per-episode domain randomisation over "
+        "the protocol's leak-free climate set, dr-paper over the paper's; groupdr(-paper): the paper's GroupDR, "
+        "its stage-1 VDN dr run and reward estimators built inside the job)",
+    )
     p.add_argument("--sets", type=_csv, default=None, help="comma-separated among contamination,tv")
+    p.add_argument(
+        "--rho",
+        type=_rho_arg,
+        action="append",
+        default=None,
+        help="a rho axis: 'grid' (the protocol's rho_grid), radii for every chosen set (0,0.004,0.008), or "
+        "SET=radii, repeatable (--rho contamination=0,0.008 --rho tv=0,0.2); default: the protocol's rho",
+    )
     p.add_argument("--seeds", type=_seeds_arg, default=None, help="N (the protocol's first N seeds) or a list 0,1,10")
     p.add_argument("--backend", choices=BACKENDS, default="local")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: CPU count)")
@@ -841,6 +968,7 @@ def sweep_main(argv: list[str]) -> int:
             progress=not args.no_progress,
             preset=args.preset,
             retries=args.retries,
+            rhos=_rhos_of(args.rho),
         )
     except (ConfigError, RuntimeError) as exc:
         print(f"drigm sweep: error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require_extra
+from scipy.stats import trim_mean
 
 from drigm.config import build_config
 from drigm.protocol import (
@@ -412,3 +413,102 @@ def test_the_paper_building_protocols_score_the_papers_days() -> None:
     vdn = seasonal.job_config(Job("vdn", "none", None, None, 0))
     assert (vdn.learner.optimizer, vdn.learner.grad_clip) == ("rmsprop", None)
     assert load_protocol("building-paper-seasonal", preset="paper-mlp").job_config(job).agent.arch == "mlp"
+
+
+def write_fake_results(out: Path, proto: Protocol, jobs: list[Job], scores: dict[str, np.ndarray]) -> None:
+    """A sweep.json requesting `jobs` and a valid results file for every job of a method in `scores`, whose
+    array (seeds, tests, episodes) gives the test returns of the method's k-th requested seed (no training)."""
+    from dataclasses import asdict
+
+    from drigm.protocol import config_key
+    from drigm.sweep import RESULT_FORMAT, result_dir
+
+    root = result_dir(out, proto.name, proto.label)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = {"protocol": proto.name, "scale": proto.scale, "jobs": [{"method": j.method, **asdict(j)} for j in jobs]}
+    (root / "sweep.json").write_text(json.dumps(manifest))
+    for m, arr in scores.items():
+        for k, job in enumerate(j for j in jobs if j.method == m):
+            if k >= len(arr):
+                continue
+            cfg = proto.job_config(job)
+            tests = {}
+            for t, ret in zip(proto.tests, arr[k], strict=True):
+                rets = [float(v) for v in ret]
+                sc = [proto.score(v) for v in rets] if proto.score is not None else None
+                tests[t.name] = {"env": t.env, "seeds": proto.test_seeds(), "returns": rets, "lengths": [6] * len(rets)}
+                if sc is not None:
+                    tests[t.name]["score"] = sc
+            r = {
+                "format": RESULT_FORMAT, "protocol": proto.name, "scale": proto.scale, "preset": proto.preset,
+                "method": job.method, "job": asdict(job), "config_key": config_key(cfg), "config": cfg.to_dict(),
+                "train_dir": "", "train": {"t_env": cfg.steps}, "curve": {"step": [30.0, 240.0],
+                "return_mean": [0.1, 0.5]}, "eval_episodes": proto.eval_episodes, "eval_seed": proto.eval_seed,
+                "test_seeds": proto.test_seeds(), "score_label": None, "tests": tests,
+            }  # fmt: skip
+            path = result_path(out, proto.name, proto.label, job)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(r))
+
+
+def test_report_robust_statistics_iqm_worst_case_improvement_profiles(tmp_path: Path) -> None:
+    """A robust method beside its matched controls (discount control, non-robust run) on two test environments:
+    IQM/mean tables with CIs, worst-case columns, P(improvement) paired by seed, performance profiles."""
+    path = _variant(
+        tmp_path,
+        "smoke-stats",
+        "run: {learner: {gamma: 0.9}}\nscore: {offset: 10, scale: 10}\ntest_seeds: [3, 1, 3, 2, 5, 4, 6, 7, 8, 9]\n"
+        "tests:\n  - {name: nominal, env: {}}\n  - {name: long, env: {episode_limit: 8}}\n",
+    )
+    proto = load_protocol(path, "smoke")
+    jobs = proto.jobs(["qmix"], ["none", "exact", "discount"], ["contamination"], [0, 1, 2])
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3, 2, 10))
+    base[:, 1] -= 3.0  # the "long" environment is the harder one for everyone
+    write_fake_results(
+        tmp_path / "runs",
+        proto,
+        jobs,
+        {"qmix-none": base, "qmix-discount-contamination": base[:2] + 0.5, "qmix-exact-contamination": base + 100},
+    )
+    rroot = tmp_path / "results"
+    summary = report(path, tmp_path / "runs", rroot, "smoke")
+    dest = rroot / "smoke-stats"
+    md = (dest / "results.md").read_text()
+    for heading in ("## Robust statistics of the normalised score", "### IQM", "### Mean", "### Worst case",
+                    "### Probability of improvement over matched controls (paired by seed)"):  # fmt: skip
+        assert heading in md
+    assert "our own numpy implementation following Agarwal et al." in md and "CVaR10%" in md
+    assert "- missing: qmix-discount-contamination seed 2" in md  # the control's third seed never ran
+    assert (dest / "profiles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((dest / "summary.json").read_text())
+    assert {"metrics", "missing", "failed", "stats"} <= set(on_disk)
+    st = on_disk["stats"]
+    assert st["metric"] == "score" and st["bootstrap"] == {"resamples": 10_000, "seed": 12345, "level": 0.95}
+    scores = base / 10 + 1  # (return + 10) / 10
+    m = st["mean"]["qmix-none"]
+    assert m["average"]["point"] == pytest.approx(scores.mean()) and m["nominal"]["seeds"] == [0, 1, 2]
+    assert m["long"]["point"] == pytest.approx(scores[:, 1].mean())
+    lo, hi = m["average"]["ci"]
+    assert lo < m["average"]["point"] < hi
+    assert st["iqm"]["qmix-none"]["nominal"]["point"] == pytest.approx(trim_mean(scores[:, 0].ravel(), 0.25))
+    w = st["worst_case"]["qmix-none"]
+    assert w["worst_env"] == "long" and w["worst_env_mean"]["point"] == pytest.approx(scores[:, 1].mean())
+    per_seed = [np.mean([np.sort(scores[s, e])[0] for e in range(2)]) for s in range(3)]  # 10% of 10: the worst
+    assert w["cvar"]["alpha"] == 0.1 and w["cvar"]["mean"] == pytest.approx(np.mean(per_seed))
+    imp = {(e["method"], e["control"], e["test"]): e for e in st["improvement"]}
+    assert set(imp) == {
+        ("qmix-exact-contamination", c, t)
+        for c in ("qmix-discount-contamination", "qmix-none")
+        for t in ("nominal", "long", "average")
+    } | {("qmix-discount-contamination", "qmix-none", t) for t in ("nominal", "long", "average")}
+    e = imp[("qmix-exact-contamination", "qmix-none", "average")]
+    assert e["p"] == 1.0 and e["n_pairs"] == 3 and e["mean_diff"] == pytest.approx(10.0)
+    d = imp[("qmix-exact-contamination", "qmix-discount-contamination", "long")]
+    assert d["n_pairs"] == 2 and d["seeds"] == [0, 1] and d["p"] == 1.0  # paired by seed: seed 2 is dropped
+    c = imp[("qmix-discount-contamination", "qmix-none", "average")]
+    assert 0.5 < c["p"] < 1.0 and c["mean_diff"] == pytest.approx(0.05) and c["n_pairs"] == 2
+    prof = st["profiles"]["qmix-exact-contamination"]
+    assert len(prof["taus"]) == 101 and prof["fraction"][0] == 1.0 and prof["fraction"][-1] == 0.0
+    assert st["profiles"]["qmix-none"]["fraction"][-1] == 0.0 and json.loads(json.dumps(summary["stats"])) == st
+    assert "| qmix-exact-contamination | qmix-none | average | 3 | 1.000 [1.000, 1.000] | +10.000" in md

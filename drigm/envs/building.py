@@ -3,7 +3,13 @@
 The environment is ``MultiAgentBuildingEnv(ParameterGenerator(building, weather, location, ac_map,
 is_continuous_action=False))``, defaulting to the paper's OfficeSmall in Tucson (``Hot_Dry``) with AC in
 every zone: 6 agents, 288 five-minute steps (one day) per episode. ``CLIMATE`` names one of the paper's six
-test climates in :data:`CLIMATES` (``building:Tampa``); ``weather``/``location`` may be given instead.
+test climates in :data:`CLIMATES` (``building:Tampa``) or one of the further SustainGym climates in
+:data:`EXTRA_CLIMATES` (``building:Atlanta``); ``weather``/``location`` may be given instead.
+
+Domain randomisation. ``building`` with ``climates=[...]`` (climate names) is a
+:class:`~drigm.envs.mixture.MixtureEnv` of one building per climate (every other kwarg shared): ``reset(seed)``
+plays climate :func:`~drigm.envs.mixture.member_of_seed` ``(seed, K)`` on day ``days[seed % len(days)]``, a
+deterministic function of the seed (``info["climate"]`` names it).
 
 Days. SustainGym's ``reset(seed=d)`` starts the episode at 5-minute step ``floor(d * L / 365)`` of its
 weather year (L = 105108 steps), i.e. on day d of the year (0 = 1 January; the start drifts earlier than
@@ -37,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from drigm.envs.base import EnvError, TimeStep
+from drigm.envs.mixture import MixtureEnv
 from drigm.envs.sustaingym_common import (
     SustainGymAdapter,
     check_choice,
@@ -66,6 +73,30 @@ SustainGym's ``Cool_Marine`` weather file is Port Angeles, WA (its Seattle-Tacom
 the paper pairs ``Cool_Marine`` with Seattle's ground temperatures, and so does this table.
 """
 
+EXTRA_CLIMATES: dict[str, tuple[str, str]] = {
+    "Atlanta": ("Warm_Humid", "Atlanta"),
+    "SanDiego": ("Warm_Marine", "SanDiego"),
+    "Albuquerque": ("Mixed_Dry", "Albuquerque"),
+    "SeattleTacoma": ("Mixed_Marine", "Seattle"),
+    "Buffalo": ("Cool_Humid", "Buffalo"),
+    "Denver": ("Cool_Dry", "Denver"),
+    "Rochester": ("Cold_Humid", "Rochester"),
+    "GreatFalls": ("Cold_Dry", "GreatFalls"),
+    "InternationalFalls": ("Very_Cold", "InternationalFalls"),
+    "Fairbanks": ("Subarctic/Arctic", "Fairbanks"),
+}
+"""SustainGym's other climates (name -> (weather, location)), for domain randomisation away from the test climates.
+
+SustainGym maps ``weather`` (an ASHRAE climate-zone name in its ``WEATHER`` table) to one bundled TMY3 ``.epw``
+file and ``location`` (a key of ``GROUND_TEMP``) to 12 monthly ground temperatures; each entry pairs a weather
+file with its own city's ground temperatures. Not available: the bundled Chicago O'Hare file (no ``WEATHER`` entry
+and no ground temperatures; the adapter does not take file paths). ``SeattleTacoma`` shares its ground
+temperatures with the test climate ``Seattle`` (whose weather is Port Angeles'), so it is no leak-free choice.
+"""
+
+ALL_CLIMATES: dict[str, tuple[str, str]] = {**CLIMATES, **EXTRA_CLIMATES}
+"""Every named climate: the paper's six (:data:`CLIMATES`) and the others (:data:`EXTRA_CLIMATES`)."""
+
 DAYS_PER_YEAR = 365
 STEPS_PER_DAY = 288
 NATIVE_LEVELS = 2 * BuildingEnv.DISCRETE_LENGTH
@@ -81,12 +112,17 @@ def _climate_key(name: str) -> str:
 
 
 def resolve_climate(name: str) -> tuple[str, str]:
-    """(weather, location) of a climate in :data:`CLIMATES`; case, spaces and underscores are ignored."""
-    table = {_climate_key(k): v for k, v in CLIMATES.items()}
-    try:
-        return table[_climate_key(name)]
-    except KeyError:
-        raise EnvError(f"unknown climate {name!r}; choose one of {', '.join(CLIMATES)}") from None
+    """(weather, location) of a climate in :data:`ALL_CLIMATES`; case, spaces and underscores are ignored."""
+    table = {_climate_key(k): v for k, v in ALL_CLIMATES.items()}
+    if not isinstance(name, str) or _climate_key(name) not in table:
+        raise EnvError(f"unknown climate {name!r}; choose one of {', '.join(ALL_CLIMATES)}")
+    return table[_climate_key(name)]
+
+
+def canonical_climate(name: str) -> str:
+    """The :data:`ALL_CLIMATES` key of a climate name (case, spaces and underscores ignored); EnvError if unknown."""
+    resolve_climate(name)
+    return next(k for k in ALL_CLIMATES if _climate_key(k) == _climate_key(name))
 
 
 def power_levels(n_levels: int) -> np.ndarray:
@@ -242,8 +278,33 @@ class BuildingAdapter(SustainGymAdapter):
         return self._state_timestep(float(rewards[first]), truncated, info)
 
 
-def make_building_env(arg: str | None = None, **kwargs: Any) -> BuildingAdapter:
-    """Registry factory: ``building`` (Tucson) or ``building:CLIMATE``; kwargs as :class:`BuildingAdapter`."""
+def make_building_env(arg: str | None = None, **kwargs: Any) -> BuildingAdapter | MixtureEnv:
+    """Registry factory: ``building`` (Tucson) or ``building:CLIMATE``; kwargs as :class:`BuildingAdapter`.
+
+    ``building`` with ``climates=[NAME, ...]`` is the per-episode domain randomisation over those climates (a
+    :class:`~drigm.envs.mixture.MixtureEnv`, members in the given order); it refuses a climate in the spec, a
+    ``climate``/``weather``/``location`` kwarg and repeated climates.
+    """
+    climates = kwargs.pop("climates", None)
+    if climates is not None:
+        return make_climate_mixture(climates, arg, **kwargs)
     check_factory_kwargs("building", BuildingAdapter, arg, "climate", kwargs)
     climate = kwargs.pop("climate", arg or None)
     return BuildingAdapter(climate, **kwargs)
+
+
+def make_climate_mixture(climates: Any, arg: str | None = None, **kwargs: Any) -> MixtureEnv:
+    """The domain-randomised building: one :class:`BuildingAdapter` per climate (other kwargs shared), one climate
+    per episode chosen from the reset seed; EnvError naming the problem for a bad ``climates`` value."""
+    if arg is not None or any(k in kwargs for k in ("climate", "weather", "location")):
+        raise EnvError(
+            "climates=[...] randomises over climates: give no climate in the spec ('building', not "
+            f"'building:{arg}') and no climate/weather/location kwarg"
+        )
+    if isinstance(climates, str) or not isinstance(climates, Sequence) or not climates:
+        raise EnvError(f"climates={climates!r} must be a non-empty list of climate names ({', '.join(ALL_CLIMATES)})")
+    names = [canonical_climate(c) for c in climates]
+    if len(set(names)) != len(names):
+        raise EnvError(f"climates={list(climates)!r} names a climate twice")
+    check_factory_kwargs("building", BuildingAdapter, None, "climate", kwargs)
+    return MixtureEnv([BuildingAdapter(n, **kwargs) for n in names], names)

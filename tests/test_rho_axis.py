@@ -1,0 +1,319 @@
+"""The rho axis and the matched controls of sweeps, and ``drigm evaluate --env`` (issue 15 items 1, 2 and 5)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import require_extra
+
+from drigm.cli import main as cli_main
+from drigm.protocol import (
+    PROTOCOL_DIR,
+    Job,
+    ProtocolError,
+    config_key,
+    load_protocol,
+    matched_controls,
+    parse_method,
+    rho_tag,
+)
+from drigm.report import overview, paper_row, report
+from drigm.sweep import _rho_arg, _rhos_of, is_finished, result_dir, result_path, sweep, sweep_main
+
+REPO = Path(__file__).resolve().parent.parent
+BUILDING = ["building-paper-seasonal", "building-paper-climate", "building-seasonal", "building-climate"]
+
+
+def test_rho_axis_jobs_tags_and_the_two_points_that_are_other_jobs() -> None:
+    p = load_protocol("building-paper-seasonal", preset="paper-mlp")
+    jobs = p.jobs(
+        ["qmix"],
+        ["paper", "exact", "discount"],
+        ["contamination", "tv"],
+        [0],
+        rhos={"contamination": [0.0, 0.008, 0.02], "tv": [0.0, 0.2, 0.5]},
+    )
+    methods = [j.method for j in jobs]
+    # the protocol's own rho keeps the untagged label of earlier sweeps; other radii are tagged
+    assert "qmix-paper-tv" in methods and "qmix-paper-tv-rho0.0" in methods and "qmix-exact-tv-rho0.5" in methods
+    assert "qmix-paper-contamination" in methods and "qmix-paper-contamination-rho0.02" in methods
+    # contamination at rho 0 (and the discount control at rho 0) is the non-robust run: trained as qmix-none
+    assert "qmix-paper-contamination-rho0.0" not in methods and "qmix-exact-contamination-rho0.0" not in methods
+    assert "qmix-discount-contamination-rho0.0" not in methods and methods.count("qmix-none") == 1
+    assert len(methods) == len(set(methods))
+    # the discount control trains the non-robust target at gamma (1 - rho); nothing else differs from none
+    disc = p.job_config(next(j for j in jobs if j.method == "qmix-discount-contamination"))
+    none = p.job_config(next(j for j in jobs if j.method == "qmix-none"))
+    assert disc.target.kind == "none" and disc.learner.gamma == pytest.approx(0.997 * (1 - 0.008))
+    d, n = disc.to_dict(), none.to_dict()
+    d["learner"].pop("gamma"), n["learner"].pop("gamma")
+    assert d == n
+    # TV at rho 0 keeps the TV schedule and its dual network: the matched control differs from none
+    tv0 = p.job_config(next(j for j in jobs if j.method == "qmix-paper-tv-rho0.0"))
+    assert tv0.target.kind == "paper" and tv0.target.rho == 0.0 and tv0.learner.update_every == 8
+    assert tv0.learner.q_steps == 4 and none.learner.update_every == 2
+
+
+def test_existing_results_keep_their_labels_and_config_keys() -> None:
+    """Every committed full-budget results file is still a finished job, so later sweeps skip it."""
+    checked = 0
+    for name in BUILDING:
+        proto = load_protocol(name, preset="paper-mlp")
+        rdir = result_dir(REPO / "experiments" / "runs", proto.name, proto.label)
+        for path in sorted(rdir.glob("*/seed*.json")):
+            r = json.loads(path.read_text())
+            job = Job(**r["job"])
+            assert job.method == r["method"] == path.parent.name
+            assert config_key(proto.job_config(job)) == r["config_key"]
+            assert is_finished(path, proto, job), path
+            checked += 1
+    if checked == 0:
+        pytest.skip("no committed building results in this checkout")
+
+
+def test_rho_axis_errors_name_the_value_and_range() -> None:
+    p = load_protocol("building-paper-seasonal", preset="paper-mlp")
+    with pytest.raises(ProtocolError, match=r"rho 1.5 for set 'tv'.*\[0, 1\]"):
+        p.jobs(["qmix"], ["paper"], ["tv"], [0], rhos={"tv": [0.0, 1.5]})
+    with pytest.raises(ProtocolError, match="not among the sets"):
+        p.jobs(["qmix"], ["paper"], ["tv"], [0], rhos={"contamination": [0.1]})
+    with pytest.raises(ProtocolError, match="matched control of contamination only"):
+        p.jobs(["qmix"], ["discount"], ["tv"], [0])
+    assert p.rho_grid == {
+        "contamination": [0.0, 0.004, 0.008, 0.012, 0.016, 0.02],
+        "tv": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+    }
+
+
+def test_protocol_rho_grid_is_validated(tmp_path: Path) -> None:
+    base = PROTOCOL_DIR / "tabular-smoke.yaml"
+    for grid, msg in (
+        ("{tv: [0.1, 2.0]}", r"rho_grid.tv.*\[0, 1\]"),
+        ("{tv: []}", "non-empty list"),
+        ("{tv: [a]}", "non-empty list of numbers"),
+        ("{nope: [0.1]}", "unknown uncertainty set"),
+    ):
+        path = tmp_path / "g.yaml"
+        path.write_text(f"base: {base}\nname: g\nrho_grid: {grid}\n")
+        with pytest.raises(ProtocolError, match=msg):
+            load_protocol(path)
+
+
+def test_rho_cli_arguments() -> None:
+    assert _rhos_of([_rho_arg("grid")]) == "grid"
+    assert _rhos_of([_rho_arg("0,0.004")]) == [0.0, 0.004]
+    assert _rhos_of([_rho_arg("tv=0,0.1"), _rho_arg("contamination=0.008")]) == {
+        "tv": [0.0, 0.1],
+        "contamination": [0.008],
+    }
+    with pytest.raises(ProtocolError, match="given twice"):
+        _rhos_of([_rho_arg("tv=0"), _rho_arg("tv=0.1")])
+    with pytest.raises(ProtocolError, match="either one"):
+        _rhos_of([_rho_arg("0.1"), _rho_arg("tv=0.1")])
+    with pytest.raises(Exception, match="--rho 'x,1'"):
+        _rho_arg("x,1")
+
+
+def test_method_labels_parse_and_name_their_matched_controls() -> None:
+    for job in (
+        Job("qmix", "none", None, None, 0),
+        Job("vdn", "paper", "tv", 0.2, 0),
+        Job("qtran", "exact", "kl-penalty", 0.5, 0, rho_tag(0.5)),
+        Job("qmix", "discount", "contamination", 0.02, 0, rho_tag(0.02)),
+    ):
+        algo, target, set_name, rho = parse_method(job.method)
+        assert (algo, target, set_name) == (job.algo, job.target, job.set)
+        assert rho == (job.rho if job.tag else None)
+    assert matched_controls("qmix-paper-tv", 0.2) == ["qmix-paper-tv-rho0.0", "qmix-none"]
+    assert matched_controls("qmix-exact-tv-rho0.4") == ["qmix-exact-tv-rho0.0", "qmix-none"]
+    assert matched_controls("qmix-paper-contamination", 0.008) == ["qmix-discount-contamination", "qmix-none"]
+    assert matched_controls("vdn-exact-contamination-rho0.02") == ["vdn-discount-contamination-rho0.02", "vdn-none"]
+    assert matched_controls("qmix-paper-tv-rho0.0") == ["qmix-none"]
+    assert (
+        matched_controls("qmix-discount-contamination", 0.008) == ["qmix-none"] and matched_controls("qmix-none") == []
+    )
+    with pytest.raises(ProtocolError, match="malformed rho tag"):
+        parse_method("qmix-paper-tv-rhoX")
+    # only runs at the protocol's rho sit beside the paper's rows; controls and other radii have no paper number
+    assert paper_row("qmix-paper-tv") == ("qmix", "tv") and paper_row("vdn-none") == ("vdn", "none")
+    assert paper_row("qmix-exact-contamination") == ("qmix", "contamination")
+    assert paper_row("qmix-paper-tv-rho0.0") == ("qmix", None) and paper_row("qmix-discount-contamination")[1] is None
+
+
+def test_sweep_trains_a_rho_axis_and_skips_it_after(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    kw = {"algos": ["qmix"], "targets": ["paper"], "sets": ["tv"], "seeds": 1, "workers": 1, "progress": False}
+    s = sweep("tabular-smoke", out_root=out, scale="smoke", rhos={"tv": [0.0, 0.2, 0.4]}, **kw)  # type: ignore[arg-type]
+    assert (s.total, s.ran, s.failed) == (3, 3, [])
+    proto = load_protocol("tabular-smoke", "smoke")
+    seen = {}
+    for job in proto.jobs(["qmix"], ["paper"], ["tv"], [0], rhos={"tv": [0.0, 0.2, 0.4]}):
+        r = json.loads(result_path(out.resolve(), proto.name, proto.label, job).read_text())
+        seen[r["method"]] = r["config"]["target"]["rho"]
+    assert seen == {"qmix-paper-tv-rho0.0": 0.0, "qmix-paper-tv": 0.2, "qmix-paper-tv-rho0.4": 0.4}
+    manifest = json.loads((out / "tabular-smoke" / "smoke" / "sweep.json").read_text())
+    assert sorted(j["tag"] for j in manifest["jobs"]) == ["", "rho0.0", "rho0.4"]
+    argv = ["tabular-smoke", "--algos", "qmix", "--targets", "paper", "--sets", "tv", "--seeds", "1"]
+    assert (
+        sweep_main(
+            [
+                *argv,
+                "--scale",
+                "smoke",
+                "--rho",
+                "tv=0,0.2,0.4",
+                "--workers",
+                "1",
+                "--no-progress",
+                "--out-root",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    again = sweep("tabular-smoke", out_root=out, scale="smoke", rhos={"tv": [0.0, 0.2, 0.4]}, **kw)  # type: ignore[arg-type]
+    assert (again.skipped, again.ran) == (3, 0)
+    # the report draws the rho curve and compares each rho with its rho = 0 control
+    summary = report("tabular-smoke", out, tmp_path / "results", "smoke")
+    curve = summary["rho_curves"]["nominal"]["qmix-paper-tv"]
+    assert [p[0] for p in curve] == [0.0, 0.2, 0.4]
+    assert (tmp_path / "results" / "tabular-smoke" / "rho.png").read_bytes()[:4] == b"\x89PNG"
+    page = overview(["tabular-smoke"], out, tmp_path / "results", "ov", "smoke").read_text()
+    assert "| qmix-paper-tv | qmix-paper-tv-rho0.0 | tabular-smoke | 1 |" in page and "P(improvement)" in page
+    assert "| qmix-paper-tv-rho0.4 | qmix-paper-tv-rho0.0 | tabular-smoke | 1 |" in page
+    data = json.loads((tmp_path / "results" / "ov.json").read_text())
+    assert set(data["versus_control"]["tabular-smoke"]) == {"qmix-paper-tv", "qmix-paper-tv-rho0.4"}
+    imp = data["versus_control"]["tabular-smoke"]["qmix-paper-tv"]["qmix-paper-tv-rho0.0"]["improvement"]
+    assert imp["n_pairs"] == 1 and 0.0 <= imp["p"] <= 1.0
+    assert (tmp_path / "results" / "ov-rho.png").is_file()
+    # the protocol has no rho_grid: 'grid' says so
+    assert sweep_main([*argv, "--scale", "smoke", "--rho", "grid", "--out-root", str(out)]) == 2
+
+
+def test_evaluate_scores_a_run_on_another_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs"
+    sweep(
+        "tabular-smoke",
+        algos=["qmix"],
+        targets=["none"],
+        seeds=1,
+        workers=1,
+        out_root=out,
+        scale="smoke",
+        progress=False,
+    )
+    (run,) = [p for p in (out / "train").rglob("config.yaml")]
+    run_dir = run.parent
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(run_dir), "--env", "tabular:robust_vs_nominal", "--episodes", "4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["episodes"] == 4 and res["seeds"] == [0, 1, 2, 3] and len(res["returns"]) == 4
+    assert res["env"]["name"] == "tabular:robust_vs_nominal"
+    # python -m drigm is the same command; a wrong environment or day pool is a one-line error, exit 2
+    cmd = [sys.executable, "-m", "drigm", "evaluate", str(run_dir), "--env", "tabular:nope", "--episodes", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and "drigm evaluate: error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert cli_main(["evaluate", str(run_dir), "--env", "tabular:robust_vs_nominal", "--episodes", "0"]) == 2
+    assert "--episodes=0" in capsys.readouterr().err
+    assert cli_main(["evaluate", str(run_dir), "--days", "0:3", "--set", "tv", "--rho", "0.1"]) == 2
+
+
+def test_evaluate_plays_each_day_of_a_building_pool_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    require_extra("sustaingym", "sustaingym")
+    out = tmp_path / "runs"
+    s = sweep(
+        "building-paper-seasonal",
+        algos=["qmix"],
+        targets=["discount"],
+        sets=["contamination"],
+        seeds=1,
+        workers=1,
+        out_root=out,
+        scale="smoke",
+        preset="paper-mlp",
+        progress=False,
+    )
+    assert s.failed == [] and s.ran == 1
+    (run,) = [p for p in (out / "train").rglob("config.yaml")]
+    capsys.readouterr()
+    assert "qmix-discount-contamination-seed0" in run.parent.name
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                str(run.parent),
+                "--env",
+                "building:Seattle",
+                "--days",
+                "200:203",
+                "--json",
+                "--score-from",
+                "building-climate",
+            ]
+        )
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert res["episodes"] == 3 and res["env"]["kwargs"]["days"] == "200:203" and len(res["score"]) == 3
+    import yaml
+
+    trained = yaml.safe_load(run.read_text())["env"]["kwargs"]  # the run's adapter settings carry over
+    assert {k: v for k, v in res["env"]["kwargs"].items() if k != "days"} == {
+        k: v for k, v in trained.items() if k != "days"
+    }
+    assert res["mean_score"] == pytest.approx(sum(res["score"]) / 3)
+
+
+@pytest.mark.parametrize("algo", ["vdn", "qmix"])
+def test_the_discount_control_is_the_paper_contamination_update(algo: str) -> None:
+    """Paper contamination at rho and non-robust training at gamma (1 - rho) make the same updates (to rounding):
+    what the paper's contamination gains over `none`, its discount control gains too."""
+    import torch
+    from test_learner_target import A, N, O, S, batch_of_episodes
+
+    from drigm.config import build_config
+    from drigm.learner import Learner
+
+    gamma, rho = 0.97, 0.02
+    learners = []
+    for target, g in (
+        ({"kind": "paper", "set": "contamination", "rho": rho}, gamma),
+        ({"kind": "none"}, gamma * (1 - rho)),
+    ):
+        cfg = build_config({"mixer": {"name": algo}, "target": target, "agent": {"hidden": 8}})
+        torch.manual_seed(0)
+        learners.append(Learner(cfg, N, A, O, S, gamma=g, device=torch.device("cpu")))
+    paper, discount = learners
+    for k in range(4):
+        batch = batch_of_episodes(seed=k)
+        a, b = paper.update(batch), discount.update(batch)
+        assert a["target_mean"] == pytest.approx(b["target_mean"], rel=1e-5, abs=1e-6)
+        assert a["td_loss"] == pytest.approx(b["td_loss"], rel=1e-5, abs=1e-6)
+    for pa, pb in zip(paper.controller.parameters(), discount.controller.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    # and a learner at the plain gamma does not: the test can tell the two apart
+    cfg = build_config({"mixer": {"name": algo}, "target": {"kind": "none"}, "agent": {"hidden": 8}})
+    torch.manual_seed(0)
+    plain = Learner(cfg, N, A, O, S, gamma=gamma, device=torch.device("cpu"))
+    first = plain.update(batch_of_episodes(seed=0))
+    torch.manual_seed(0)
+    again = Learner(
+        build_config(
+            {
+                "mixer": {"name": algo},
+                "target": {"kind": "paper", "set": "contamination", "rho": rho},
+                "agent": {"hidden": 8},
+            }
+        ),
+        N,
+        A,
+        O,
+        S,
+        gamma=gamma,
+        device=torch.device("cpu"),
+    )
+    assert abs(first["target_mean"] - again.update(batch_of_episodes(seed=0))["target_mean"]) > 1e-4
