@@ -166,7 +166,8 @@ def seed_means(col: Collected, method: str, test: str, key: str) -> list[float]:
 
 def paper_row(method: str) -> tuple[str, str | None]:
     """(algo, paper row key) of a method: 'none' for non-robust runs, the set for exact and paper targets at the
-    protocol's rho (both compare with the paper's row), None for controls and other radii (the paper has none)."""
+    protocol's rho (both compare with the paper's row), 'groupdr' for groupdr-paper (the paper's GroupDR, with its
+    climates), None for controls, other radii and the leak-free variants (the paper has none)."""
     try:
         algo, target, set_name, rho = parse_method(method)
     except ProtocolError:
@@ -175,6 +176,8 @@ def paper_row(method: str) -> tuple[str, str | None]:
         return algo, "none"
     if target in ("exact", "paper") and rho is None:
         return algo, set_name
+    if target == "groupdr-paper":  # the paper's GroupDR: its climates, as its code builds it
+        return algo, "groupdr"
     return algo, None
 
 

@@ -142,6 +142,8 @@ def test_method_labels_parse_and_name_their_matched_controls() -> None:
     assert paper_row("qmix-paper-tv") == ("qmix", "tv") and paper_row("vdn-none") == ("vdn", "none")
     assert paper_row("qmix-exact-contamination") == ("qmix", "contamination")
     assert paper_row("qmix-paper-tv-rho0.0") == ("qmix", None) and paper_row("qmix-discount-contamination")[1] is None
+    assert paper_row("vdn-groupdr-paper") == ("vdn", "groupdr") and paper_row("vdn-groupdr") == ("vdn", None)
+    assert paper_row("qmix-dr-paper")[1] is None
 
 
 def test_sweep_trains_a_rho_axis_and_skips_it_after(tmp_path: Path) -> None:
