@@ -727,6 +727,62 @@ def _average_improvement(col: Collected, method: str, control: str, key: str) ->
     return stats.probability_of_improvement(x, y, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
 
 
+def _rho_selection(val: Collected, cols: list[Collected], key: str) -> tuple[list[str], dict[str, Any]]:
+    """Overview lines and data: per rho curve, the rho with the highest validation score (the average over `val`'s
+    test environments, mean over seeds; ties go to the smaller rho), and that run's scores on each day set, paired
+    with its closest matched control there."""
+    data: dict[str, Any] = {"validation": val.proto.name, "families": {}}
+    rows = []
+    for fam, pts in rho_families(list(val.results), _rho_of(val.proto)).items():
+        cand = []
+        for rho, m in pts:
+            vals = seed_means(val, m, AVERAGE, key)
+            if vals:
+                cand.append((rho, m, float(np.mean(vals)), len(vals)))
+        if len(cand) < 2:
+            continue
+        rho, chosen, _, _ = max(cand, key=lambda c: (c[2], -c[0]))
+        entry: dict[str, Any] = {
+            "chosen_rho": rho,
+            "chosen": chosen,
+            "validation": {str(r): {"method": m, "mean": v, "n": n} for r, m, v, n in cand},
+            "tests": {},
+        }
+        row = [fam, ", ".join(f"{r:g}: {v:.3f} (n={n})" for r, _, v, n in cand), f"{rho:g}"]
+        for c in cols:
+            vals = seed_means(c, chosen, AVERAGE, key)
+            ctrl = next(iter(_controls(c, chosen)), None)
+            diffs = _paired_average_diffs(c, chosen, ctrl, key)[0] if ctrl else []
+            d = cell(diffs) if diffs else None
+            entry["tests"][c.proto.name] = {
+                "score": cell(vals).__dict__ if vals else None,
+                "control": ctrl,
+                "versus_control": d.__dict__ if d else None,
+            }
+            text = f"{cell(vals).fmt()} (n={len(vals)})" if vals else "missing"
+            if d is not None:
+                text += f"; vs {ctrl}: {d.fmt()}"
+            elif ctrl is None and vals:
+                text += "; it is the control"
+            row.append(text)
+        data["families"][fam] = entry
+        rows.append(row)
+    lines = [
+        f"## Rho chosen on validation ({val.proto.name})",
+        "",
+        f"{val.proto.description} For each rho curve, the rho with the highest validation {key} (average over the "
+        "validation environments, mean over seeds) is chosen there, never on a day set below; then the chosen "
+        "run's score on each day set and its paired difference with its closest matched control.",
+        "",
+    ]
+    if rows:
+        header = ["family", f"validation {key} by rho", "chosen rho", *[c.proto.name for c in cols]]
+        lines += [_md_table(header, rows), ""]
+    else:
+        lines += ["No rho curve has validation results at two or more radii yet.", ""]
+    return lines, data
+
+
 def _rho_curve_points(col: Collected, test: str, key: str) -> dict[str, list[tuple[float, float, float]]]:
     """{family: [(rho, mean, se), ...]} on one test environment (or AVERAGE) for every family with 2+ rhos."""
     out: dict[str, list[tuple[float, float, float]]] = {}
@@ -772,10 +828,14 @@ def overview(
     name: str,
     scale: str,
     preset: str | None = None,
+    select_on: str | None = None,
 ) -> Path:
     """One page over several protocols that share their runs (day sets of one experiment): every method's score on
     each, the paper's numbers beside them where the protocol has them, and each robust method against its
-    algorithm's non-robust run on the same seeds. Writes ``results_root/NAME.md`` and ``NAME.json``."""
+    algorithm's non-robust run on the same seeds. Writes ``results_root/NAME.md`` and ``NAME.json``.
+
+    `select_on` names a validation protocol sharing the runs: for each rho curve the rho with the best validation
+    score is chosen there (never on a test day set), and its test scores are reported beside the controls."""
     cols = [collect(p, Path(out_root).resolve(), scale, preset) for p in protocols]
     methods = list(dict.fromkeys(m for c in cols for m in c.methods()))
     key = "score" if all(c.proto.score is not None for c in cols) else "returns"
@@ -868,6 +928,12 @@ def overview(
             "of each family at every rho trained; contamination's rho = 0 point is non-robust training.",
             "",
         ]
+    if select_on is not None:
+        val = collect(select_on, Path(out_root).resolve(), scale, preset)
+        if val.proto.name in data["protocols"]:
+            raise ConfigError(f"--select-on {select_on!r} is one of the reported day sets; validation must differ")
+        lines, data["rho_selected"] = _rho_selection(val, cols, key)
+        md += lines
     missing = list(dict.fromkeys((j.method, j.seed) for c in cols for j in c.missing + c.unfinished))
     if missing:
         per: dict[str, list[int]] = {}
@@ -898,6 +964,13 @@ def report_parser(prog: str = "drigm report") -> argparse.ArgumentParser:
         metavar="NAME",
         help="also write RESULTS_ROOT/NAME.md: the protocols side by side (they must share their runs)",
     )
+    p.add_argument(
+        "--select-on",
+        default=None,
+        metavar="PROTOCOL",
+        help="with --overview: choose each rho curve's rho on this validation protocol (sharing the runs) and "
+        "report the chosen runs' test scores",
+    )
     return p
 
 
@@ -918,7 +991,7 @@ def report_main(argv: list[str]) -> int:
                 )
         if args.overview:
             scale = args.scale or detect_scale(names[0], Path(args.out_root).resolve(), args.preset)
-            path = overview(names, args.out_root, args.results_root, args.overview, scale, args.preset)
+            path = overview(names, args.out_root, args.results_root, args.overview, scale, args.preset, args.select_on)
             print(path.read_text())
     except ConfigError as exc:
         print(f"drigm report: error: {exc}", file=sys.stderr)

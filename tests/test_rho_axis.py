@@ -11,6 +11,7 @@ import pytest
 from conftest import require_extra
 
 from drigm.cli import main as cli_main
+from drigm.config import ConfigError
 from drigm.protocol import (
     PROTOCOL_DIR,
     Job,
@@ -319,3 +320,24 @@ def test_the_discount_control_is_the_paper_contamination_update(algo: str) -> No
         device=torch.device("cpu"),
     )
     assert abs(first["target_mean"] - again.update(batch_of_episodes(seed=0))["target_mean"]) > 1e-4
+
+
+def test_overview_chooses_rho_on_a_validation_protocol_only(tmp_path: Path) -> None:
+    val = tmp_path / "smoke-val.yaml"
+    val.write_text(f"base: {PROTOCOL_DIR / 'tabular-smoke.yaml'}\nname: smoke-val\n")
+    out, res = tmp_path / "runs", tmp_path / "results"
+    s = sweep(f"tabular-smoke,{val}", algos=["qmix"], targets=["paper"], sets=["tv"], seeds=1, workers=1,
+              out_root=out, scale="smoke", rhos={"tv": [0.0, 0.2, 0.4]}, progress=False)  # fmt: skip
+    assert s.failed == [] and s.ran == 3
+    page = overview(["tabular-smoke"], out, res, "ov", "smoke", select_on=str(val)).read_text()
+    assert "## Rho chosen on validation (smoke-val)" in page
+    data = json.loads((res / "ov.json").read_text())["rho_selected"]
+    fam = data["families"]["qmix-paper-tv"]
+    means = {float(r): v["mean"] for r, v in fam["validation"].items()}
+    assert set(means) == {0.0, 0.2, 0.4}
+    best = max(means.values())
+    assert fam["chosen_rho"] == min(r for r, v in means.items() if v == best)
+    assert fam["tests"]["tabular-smoke"]["score"] is not None
+    # choosing on a reported day set is refused
+    with pytest.raises(ConfigError, match="validation must differ"):
+        overview(["tabular-smoke"], out, res, "ov", "smoke", select_on="tabular-smoke")
