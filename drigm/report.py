@@ -702,12 +702,12 @@ def _controls(col: Collected, method: str) -> list[str]:
 def _paired_average_diffs(col: Collected, method: str, control: str, key: str) -> tuple[list[float], list[int]]:
     """Per paired seed: `method`'s average over the test environments minus `control`'s; and the seeds."""
     a, b = col.results.get(method, {}), col.results.get(control, {})
-    common = sorted(set(a) & set(b))
-    diffs = []
-    for s in common:
-        ra = np.mean([np.mean(t[key]) for t in a[s]["tests"].values() if key in t])
-        rb = np.mean([np.mean(t[key]) for t in b[s]["tests"].values() if key in t])
-        diffs.append(float(ra - rb))
+    diffs, common = [], []
+    for s in sorted(set(a) & set(b)):
+        ra, rb = _seed_average(a[s], key), _seed_average(b[s], key)
+        if ra is not None and rb is not None:
+            diffs.append(ra - rb)
+            common.append(s)
     return diffs, common
 
 
@@ -727,6 +727,14 @@ def _average_improvement(col: Collected, method: str, control: str, key: str) ->
     return stats.probability_of_improvement(x, y, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
 
 
+def _seed_average(result: dict[str, Any], key: str) -> float | None:
+    """One run's metric `key` averaged over its test environments' episode means (None if an environment lacks it)."""
+    tests = [t for t in result["tests"].values() if "incompatible" not in t]
+    if not tests or any(key not in t for t in tests):
+        return None
+    return float(np.mean([np.mean(t[key]) for t in tests]))
+
+
 def _rho_selection(val: Collected, cols: list[Collected], key: str) -> tuple[list[str], dict[str, Any]]:
     """Overview lines and data: per rho curve, the rho with the highest validation score (the average over `val`'s
     test environments, mean over seeds; ties go to the smaller rho), and that run's scores on each day set, paired
@@ -734,10 +742,13 @@ def _rho_selection(val: Collected, cols: list[Collected], key: str) -> tuple[lis
     data: dict[str, Any] = {"validation": val.proto.name, "families": {}}
     rows = []
     for fam, pts in rho_families(list(val.results), _rho_of(val.proto)).items():
+        # compared on the seeds every radius has, so that no radius wins by its seeds
+        common = sorted(set.intersection(*(set(val.results.get(m, {})) for _, m in pts)))
         cand = []
         for rho, m in pts:
-            vals = seed_means(val, m, AVERAGE, key)
-            if vals:
+            per_seed = [_seed_average(val.results[m][s], key) for s in common]
+            vals = [v for v in per_seed if v is not None]
+            if vals and len(vals) == len(common):
                 cand.append((rho, m, float(np.mean(vals)), len(vals)))
         if len(cand) < 2:
             continue
@@ -771,7 +782,8 @@ def _rho_selection(val: Collected, cols: list[Collected], key: str) -> tuple[lis
         f"## Rho chosen on validation ({val.proto.name})",
         "",
         f"{val.proto.description} For each rho curve, the rho with the highest validation {key} (average over the "
-        "validation environments, mean over seeds) is chosen there, never on a day set below; then the chosen "
+        "validation environments, mean over the seeds every radius has: n) is chosen there, never on a day set "
+        "below; then the chosen "
         "run's score on each day set and its paired difference with its closest matched control.",
         "",
     ]

@@ -329,12 +329,16 @@ def test_overview_chooses_rho_on_a_validation_protocol_only(tmp_path: Path) -> N
     s = sweep(f"tabular-smoke,{val}", algos=["qmix"], targets=["paper"], sets=["tv"], seeds=1, workers=1,
               out_root=out, scale="smoke", rhos={"tv": [0.0, 0.2, 0.4]}, progress=False)  # fmt: skip
     assert s.failed == [] and s.ran == 3
+    # a second seed at rho 0.2 only: radii are compared on the seeds they share, so it does not count
+    s2 = sweep(f"tabular-smoke,{val}", algos=["qmix"], targets=["paper"], sets=["tv"], seeds=2, workers=1,
+               out_root=out, scale="smoke", rhos={"tv": [0.2]}, progress=False)  # fmt: skip
+    assert s2.ran == 1
     page = overview(["tabular-smoke"], out, res, "ov", "smoke", select_on=str(val)).read_text()
     assert "## Rho chosen on validation (smoke-val)" in page
     data = json.loads((res / "ov.json").read_text())["rho_selected"]
     fam = data["families"]["qmix-paper-tv"]
     means = {float(r): v["mean"] for r, v in fam["validation"].items()}
-    assert set(means) == {0.0, 0.2, 0.4}
+    assert set(means) == {0.0, 0.2, 0.4} and {v["n"] for v in fam["validation"].values()} == {1}
     best = max(means.values())
     assert fam["chosen_rho"] == min(r for r, v in means.items() if v == best)
     assert fam["tests"]["tabular-smoke"]["score"] is not None
