@@ -510,17 +510,12 @@ def _stats_section(
     for m in methods:
         for ctrl in _controls(col, m):
             for scope in scopes:
-                sx, ax = episode_scores(col, m, key, envs_of[scope])
-                sy, ay = episode_scores(col, ctrl, key, envs_of[scope])
-                common = sorted(set(sx) & set(sy))
-                entry: dict[str, Any] = {"method": m, "control": ctrl, "test": scope, "n_pairs": len(common)}
-                if ax is None or ay is None or not common:
+                imp = _improvement(col, m, ctrl, key, envs_of[scope])
+                entry: dict[str, Any] = {"method": m, "control": ctrl, "test": scope, "n_pairs": 0}
+                if imp is None:
                     data["improvement"].append(entry)
                     rows.append([m, ctrl, scope, "0", "n/a", "n/a"])
                     continue
-                x = {s: ax[:, i, :] for i, s in enumerate(sx)}
-                y = {s: ay[:, i, :] for i, s in enumerate(sy)}
-                imp = stats.probability_of_improvement(x, y, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
                 data["improvement"].append({**entry, **stats.as_dict(imp)})
                 rows.append(
                     [
@@ -718,6 +713,12 @@ def _average_improvement(col: Collected, method: str, control: str, key: str) ->
         for t in col.proto.tests
         if not any("incompatible" in r["tests"].get(t.name, {}) for r in col.results.get(method, {}).values())
     ]
+    return _improvement(col, method, control, key, tests)
+
+
+def _improvement(col: Collected, method: str, control: str, key: str, tests: list[str]) -> stats.Improvement | None:
+    """P(improvement) of `method` over `control` on the test environments `tests`, paired by seed (None when no
+    seed has both runs' metric on all of them)."""
     sx, ax = episode_scores(col, method, key, tests)
     sy, ay = episode_scores(col, control, key, tests)
     if ax is None or ay is None or not set(sx) & set(sy):
