@@ -34,6 +34,7 @@ DEFAULT_RESULTS = Path("experiments/results")
 BOOTSTRAP_SAMPLES = 10_000
 BOOTSTRAP_SEED = 12345
 AVERAGE = "average"
+MIN_SELECT_SEEDS = 3  # a radius with fewer validation seeds cannot be chosen (the rho grid runs 3+ seeds per radius)
 
 
 @dataclass
@@ -736,14 +737,21 @@ def _seed_average(result: dict[str, Any], key: str) -> float | None:
     return float(np.mean([np.mean(t[key]) for t in tests]))
 
 
-def _rho_selection(val: Collected, cols: list[Collected], key: str) -> tuple[list[str], dict[str, Any]]:
+def _rho_selection(
+    val: Collected, cols: list[Collected], key: str, min_seeds: int = MIN_SELECT_SEEDS
+) -> tuple[list[str], dict[str, Any]]:
     """Overview lines and data: per rho curve, the rho with the highest validation score (the average over `val`'s
     test environments, mean over seeds; ties go to the smaller rho), and that run's scores on each day set, paired
-    with its closest matched control there."""
-    data: dict[str, Any] = {"validation": val.proto.name, "families": {}}
+    with its closest matched control there. Only radii with at least `min_seeds` validation seeds compete (listed
+    as excluded otherwise), on the seeds they all share."""
+    data: dict[str, Any] = {"validation": val.proto.name, "min_seeds": min_seeds, "families": {}}
     rows = []
-    for fam, pts in rho_families(list(val.results), _rho_of(val.proto)).items():
-        # compared on the seeds every radius has, so that no radius wins by its seeds
+    for fam, all_pts in rho_families(list(val.results), _rho_of(val.proto)).items():
+        pts = [(r, m) for r, m in all_pts if len(val.results.get(m, {})) >= min_seeds]
+        excluded = {r: len(val.results.get(m, {})) for r, m in all_pts if (r, m) not in pts}
+        if len(pts) < 2:
+            continue
+        # compared on the seeds every competing radius has, so that no radius wins by its seeds
         common = sorted(set.intersection(*(set(val.results.get(m, {})) for _, m in pts)))
         cand = []
         for rho, m in pts:
@@ -758,9 +766,13 @@ def _rho_selection(val: Collected, cols: list[Collected], key: str) -> tuple[lis
             "chosen_rho": rho,
             "chosen": chosen,
             "validation": {str(r): {"method": m, "mean": v, "n": n} for r, m, v, n in cand},
+            "excluded": {str(r): n for r, n in excluded.items()},
             "tests": {},
         }
-        row = [fam, ", ".join(f"{r:g}: {v:.3f} (n={n})" for r, _, v, n in cand), f"{rho:g}"]
+        by_rho = ", ".join(f"{r:g}: {v:.3f} (n={n})" for r, _, v, n in cand)
+        if excluded:
+            by_rho += "; too few seeds: " + ", ".join(f"{r:g} (n={n})" for r, n in sorted(excluded.items()))
+        row = [fam, by_rho, f"{rho:g}"]
         for c in cols:
             vals = seed_means(c, chosen, AVERAGE, key)
             ctrl = next(iter(_controls(c, chosen)), None)
@@ -783,8 +795,8 @@ def _rho_selection(val: Collected, cols: list[Collected], key: str) -> tuple[lis
         f"## Rho chosen on validation ({val.proto.name})",
         "",
         f"{val.proto.description} For each rho curve, the rho with the highest validation {key} (average over the "
-        "validation environments, mean over the seeds every radius has: n) is chosen there, never on a day set "
-        "below; then the chosen "
+        f"validation environments, mean over the seeds every competing radius has: n) is chosen there, never on a "
+        f"day set below; a radius competes once it has {min_seeds} or more validation seeds. Then the chosen "
         "run's score on each day set and its paired difference with its closest matched control.",
         "",
     ]
@@ -792,7 +804,7 @@ def _rho_selection(val: Collected, cols: list[Collected], key: str) -> tuple[lis
         header = ["family", f"validation {key} by rho", "chosen rho", *[c.proto.name for c in cols]]
         lines += [_md_table(header, rows), ""]
     else:
-        lines += ["No rho curve has validation results at two or more radii yet.", ""]
+        lines += [f"No rho curve has validation results at two or more radii with {min_seeds}+ seeds yet.", ""]
     return lines, data
 
 
@@ -842,13 +854,17 @@ def overview(
     scale: str,
     preset: str | None = None,
     select_on: str | None = None,
+    min_select_seeds: int = MIN_SELECT_SEEDS,
 ) -> Path:
     """One page over several protocols that share their runs (day sets of one experiment): every method's score on
     each, the paper's numbers beside them where the protocol has them, and each robust method against its
     algorithm's non-robust run on the same seeds. Writes ``results_root/NAME.md`` and ``NAME.json``.
 
     `select_on` names a validation protocol sharing the runs: for each rho curve the rho with the best validation
-    score is chosen there (never on a test day set), and its test scores are reported beside the controls."""
+    score is chosen there (never on a test day set) among the radii with `min_select_seeds`+ seeds there, and its
+    test scores are reported beside the controls."""
+    if min_select_seeds < 1:
+        raise ConfigError(f"--min-select-seeds must be at least 1, got {min_select_seeds}")
     cols = [collect(p, Path(out_root).resolve(), scale, preset) for p in protocols]
     methods = list(dict.fromkeys(m for c in cols for m in c.methods()))
     key = "score" if all(c.proto.score is not None for c in cols) else "returns"
@@ -945,7 +961,7 @@ def overview(
         val = collect(select_on, Path(out_root).resolve(), scale, preset)
         if val.proto.name in data["protocols"]:
             raise ConfigError(f"--select-on {select_on!r} is one of the reported day sets; validation must differ")
-        lines, data["rho_selected"] = _rho_selection(val, cols, key)
+        lines, data["rho_selected"] = _rho_selection(val, cols, key, min_select_seeds)
         md += lines
     missing = list(dict.fromkeys((j.method, j.seed) for c in cols for j in c.missing + c.unfinished))
     if missing:
@@ -984,6 +1000,13 @@ def report_parser(prog: str = "drigm report") -> argparse.ArgumentParser:
         help="with --overview: choose each rho curve's rho on this validation protocol (sharing the runs) and "
         "report the chosen runs' test scores",
     )
+    p.add_argument(
+        "--min-select-seeds",
+        type=int,
+        default=MIN_SELECT_SEEDS,
+        metavar="N",
+        help=f"with --select-on: a radius competes once it has N+ validation seeds (default {MIN_SELECT_SEEDS})",
+    )
     return p
 
 
@@ -1004,7 +1027,10 @@ def report_main(argv: list[str]) -> int:
                 )
         if args.overview:
             scale = args.scale or detect_scale(names[0], Path(args.out_root).resolve(), args.preset)
-            path = overview(names, args.out_root, args.results_root, args.overview, scale, args.preset, args.select_on)
+            path = overview(
+                names, args.out_root, args.results_root, args.overview, scale, args.preset, args.select_on,
+                args.min_select_seeds,
+            )
             print(path.read_text())
     except ConfigError as exc:
         print(f"drigm report: error: {exc}", file=sys.stderr)

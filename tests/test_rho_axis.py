@@ -333,7 +333,7 @@ def test_overview_chooses_rho_on_a_validation_protocol_only(tmp_path: Path) -> N
     s2 = sweep(f"tabular-smoke,{val}", algos=["qmix"], targets=["paper"], sets=["tv"], seeds=2, workers=1,
                out_root=out, scale="smoke", rhos={"tv": [0.2]}, progress=False)  # fmt: skip
     assert s2.ran == 1
-    page = overview(["tabular-smoke"], out, res, "ov", "smoke", select_on=str(val)).read_text()
+    page = overview(["tabular-smoke"], out, res, "ov", "smoke", select_on=str(val), min_select_seeds=1).read_text()
     assert "## Rho chosen on validation (smoke-val)" in page
     data = json.loads((res / "ov.json").read_text())["rho_selected"]
     fam = data["families"]["qmix-paper-tv"]
@@ -341,7 +341,21 @@ def test_overview_chooses_rho_on_a_validation_protocol_only(tmp_path: Path) -> N
     assert set(means) == {0.0, 0.2, 0.4} and {v["n"] for v in fam["validation"].values()} == {1}
     best = max(means.values())
     assert fam["chosen_rho"] == min(r for r, v in means.items() if v == best)
-    assert fam["tests"]["tabular-smoke"]["score"] is not None
+    assert fam["tests"]["tabular-smoke"]["score"] is not None and fam["excluded"] == {}
+    # radii with fewer seeds than the minimum do not compete: with 2, only rho 0.2 qualifies, so none is chosen
+    page = overview(["tabular-smoke"], out, res, "ov", "smoke", select_on=str(val), min_select_seeds=2).read_text()
+    assert json.loads((res / "ov.json").read_text())["rho_selected"]["families"] == {}
+    assert "at two or more radii with 2+ seeds" in page
+    # a third seed at rho 0: now 0 and 0.2 compete on seeds 0 and 1, and 0.4 (one seed) is listed as excluded
+    s3 = sweep(f"tabular-smoke,{val}", algos=["qmix"], targets=["paper"], sets=["tv"], seeds=2, workers=1,
+               out_root=out, scale="smoke", rhos={"tv": [0.0]}, progress=False)  # fmt: skip
+    assert s3.ran == 1
+    page = overview(["tabular-smoke"], out, res, "ov", "smoke", select_on=str(val), min_select_seeds=2).read_text()
+    fam = json.loads((res / "ov.json").read_text())["rho_selected"]["families"]["qmix-paper-tv"]
+    assert set(fam["validation"]) == {"0.0", "0.2"} and {v["n"] for v in fam["validation"].values()} == {2}
+    assert fam["excluded"] == {"0.4": 1} and "too few seeds: 0.4 (n=1)" in page
+    with pytest.raises(ConfigError, match="min-select-seeds"):
+        overview(["tabular-smoke"], out, res, "ov", "smoke", select_on=str(val), min_select_seeds=0)
     # choosing on a reported day set is refused
     with pytest.raises(ConfigError, match="validation must differ"):
         overview(["tabular-smoke"], out, res, "ov", "smoke", select_on="tabular-smoke")
