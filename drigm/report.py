@@ -1028,9 +1028,9 @@ def report_main(argv: list[str]) -> int:
         if args.overview:
             scale = args.scale or detect_scale(names[0], Path(args.out_root).resolve(), args.preset)
             path = overview(
-                names, args.out_root, args.results_root, args.overview, scale, args.preset, args.select_on,
-                args.min_select_seeds,
-            )
+                names, args.out_root, args.results_root, args.overview, scale, args.preset,
+                select_on=args.select_on, min_select_seeds=args.min_select_seeds,
+            )  # fmt: skip
             print(path.read_text())
     except ConfigError as exc:
         print(f"drigm report: error: {exc}", file=sys.stderr)
