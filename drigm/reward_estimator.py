@@ -339,7 +339,7 @@ def build_estimator(stage1_dir: Path, path: Path, cfg: EstimatorConfig, seed: in
         "climates": metrics,
         "collect_seconds": t1 - t0,
         "fit_seconds": t2 - t1,
-        "behaviour_run": str(stage1_dir),
+        "behaviour_run": Path(stage1_dir).name,  # the run directory holding this file: no machine path in results
     }
     save_estimator(est, path, cfg, metrics)
     return metrics
