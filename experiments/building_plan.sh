@@ -10,7 +10,8 @@
 # Stages (each one sweep over the four test day sets plus building-validation, which only evaluates):
 #   main      QMIX non-robust, paper and exact targets, contamination 0.008 and TV 0.2, seeds 0,1,10,16,42
 #   controls  the matched controls: TV at rho 0 (paper, exact) and non-robust at discount gamma (1 - 0.008)
-#   groupdr   GroupDR, the paper's climates (leaking) and the leak-free set, then the stage-1 VDN DR runs evaluated
+#   groupdr   GroupDR and plain domain randomisation, the paper's climates (leaking) and the leak-free set; then
+#             GroupDR's stage-1 VDN DR runs, evaluated
 #   grid      the rho grids (contamination .004-.02, TV .1-.5), paper and exact targets, seeds 0,1,10
 #   grid5     the rho grids on seeds 16,42 (the issue asks for all 5 where a GPU is lent)
 #   vdn       VDN's non-robust and robust runs (the paper's rhos: contamination 0.008, TV 0.5)
@@ -37,6 +38,7 @@ stage() {
         ;;
     groupdr)
         sweep --algos qmix --targets groupdr-paper,groupdr --seeds "${SEEDS:-5}"
+        sweep --algos qmix --targets dr-paper,dr --seeds "${SEEDS:-5}"   # plain domain randomisation
         # the stage-1 runs above are VDN with plain domain randomisation: this only evaluates them
         sweep --algos vdn --targets dr-paper,dr --seeds "${SEEDS:-5}"
         ;;
