@@ -54,9 +54,13 @@ def test_plan_sweeps_resolve_and_cover_every_committed_building_run(tmp_path: Pa
         )
         assert jobs, argv
         planned |= {(j.method, j.seed) for j in jobs}
-    # the grid's six radii per (target, set), on the protocol's five seeds
-    for fam in ("qmix-paper-tv", "qmix-exact-tv", "qmix-exact-contamination", "qmix-paper-contamination"):
-        assert {s for m, s in planned if m.startswith(fam + "-rho")} == {0, 1, 10, 16, 42}, fam
+    # the grid's radii off the protocol's rho carry a tag (contamination's rho 0 is qmix-none), on all five seeds
+    tagged = {"tv": {"0.0", "0.1", "0.3", "0.4", "0.5"}, "contamination": {"0.004", "0.012", "0.016", "0.02"}}
+    for target in ("paper", "exact"):
+        for set_name, radii in tagged.items():
+            fam = f"qmix-{target}-{set_name}-rho"
+            assert {m.removeprefix(fam) for m, _ in planned if m.startswith(fam)} == radii, fam
+            assert {s for m, s in planned if m.startswith(fam)} == {0, 1, 10, 16, 42}, fam
     committed = ROOT / "experiments" / "runs" / "building-paper-seasonal" / "paper-mlp" / "full"
     done = {
         (d.name, int(f.stem.removeprefix("seed")))
