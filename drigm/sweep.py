@@ -733,6 +733,43 @@ def _update_manifest(path: Path, proto: Protocol, jobs: list[Job]) -> None:
     )
 
 
+def resolve_jobs(
+    protocol: str | Path | Sequence[str | Path],
+    algos: Sequence[str] | None = None,
+    targets: Sequence[str] | None = None,
+    sets: Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
+    scale: str = "full",
+    preset: str | None = None,
+    rhos: str | Sequence[float] | dict[str, Sequence[float]] | None = None,
+) -> tuple[list[Protocol], list[Job]]:
+    """The protocols and the jobs that :func:`sweep` would train for these arguments, running nothing.
+
+    Guarantees every protocol trains each job with the same config (ProtocolError naming the first that does not).
+    """
+    names = _csv(protocol) if isinstance(protocol, str) else [protocol] if isinstance(protocol, Path) else protocol
+    if not names:
+        raise ProtocolError("no protocol given")
+    protos = [load_protocol(p, scale, preset=preset) for p in names]
+    proto = protos[0]
+    chosen_sets = list(sets or proto.sets)
+    jobs = proto.jobs(
+        list(algos or proto.algos),
+        list(targets or proto.targets),
+        chosen_sets,
+        _seed_list(proto, seeds),
+        rhos=_rho_axis(proto, chosen_sets, rhos),
+    )
+    for other in protos[1:]:
+        for j in jobs:
+            if config_key(other.job_config(j)) != config_key(proto.job_config(j)):
+                raise ProtocolError(
+                    f"protocols {proto.name!r} and {other.name!r} train {j.method} seed {j.seed} differently "
+                    f"(scale {scale}, preset {proto.preset}); sweep them separately"
+                )
+    return protos, jobs
+
+
 def sweep(
     protocol: str | Path | Sequence[str | Path],
     algos: Sequence[str] | None = None,
@@ -768,26 +805,8 @@ def sweep(
         raise ProtocolError(f"workers={workers!r} must be an integer >= 1")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ProtocolError(f"retries={retries!r} must be an integer >= 0")
-    names = _csv(protocol) if isinstance(protocol, str) else [protocol] if isinstance(protocol, Path) else protocol
-    if not names:
-        raise ProtocolError("no protocol given")
-    protos = [load_protocol(p, scale, preset=preset) for p in names]
+    protos, jobs = resolve_jobs(protocol, algos, targets, sets, seeds, scale, preset, rhos)
     proto = protos[0]
-    chosen_sets = list(sets or proto.sets)
-    jobs = proto.jobs(
-        list(algos or proto.algos),
-        list(targets or proto.targets),
-        chosen_sets,
-        _seed_list(proto, seeds),
-        rhos=_rho_axis(proto, chosen_sets, rhos),
-    )
-    for other in protos[1:]:
-        for j in jobs:
-            if config_key(other.job_config(j)) != config_key(proto.job_config(j)):
-                raise ProtocolError(
-                    f"protocols {proto.name!r} and {other.name!r} train {j.method} seed {j.seed} differently "
-                    f"(scale {scale}, preset {proto.preset}); sweep them separately"
-                )
     out_root = Path(out_root).resolve()
     for p in protos:
         rdir = result_dir(out_root, p.name, p.label)

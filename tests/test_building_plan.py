@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from drigm.protocol import load_protocol
-from drigm.sweep import _rho_axis, _rhos_of, _seed_list, sweep_parser
+from drigm.sweep import _rhos_of, resolve_jobs, sweep_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "experiments" / "building_plan.sh"
@@ -43,14 +42,8 @@ def test_plan_sweeps_resolve_and_cover_every_committed_building_run(tmp_path: Pa
         args = sweep_parser().parse_args(argv)
         names = args.protocol.split(",")
         assert "building-validation" in names and args.preset == "paper-mlp"
-        proto = load_protocol(names[0], "full", preset=args.preset)
-        sets = list(args.sets or proto.sets)
-        jobs = proto.jobs(
-            list(args.algos or proto.algos),
-            list(args.targets or proto.targets),
-            sets,
-            _seed_list(proto, args.seeds),
-            rhos=_rho_axis(proto, sets, _rhos_of(args.rho)),
+        _, jobs = resolve_jobs(
+            args.protocol, args.algos, args.targets, args.sets, args.seeds, "full", args.preset, _rhos_of(args.rho)
         )
         assert jobs, argv
         planned |= {(j.method, j.seed) for j in jobs}
