@@ -743,35 +743,39 @@ def _rho_selection(
     """Overview lines and data: per rho curve, the rho with the highest validation score (the average over `val`'s
     test environments, mean over seeds; ties go to the smaller rho), and that run's scores on each day set, paired
     with its closest matched control there. Only radii with at least `min_seeds` validation seeds compete (listed
-    as excluded otherwise), on the seeds they all share."""
+    as excluded otherwise), on the seeds they all share. A curve with fewer than two such radii is listed with
+    ``chosen_rho`` None, never dropped."""
     data: dict[str, Any] = {"validation": val.proto.name, "min_seeds": min_seeds, "families": {}}
     rows = []
     for fam, all_pts in rho_families(list(val.results), _rho_of(val.proto)).items():
         pts = [(r, m) for r, m in all_pts if len(val.results.get(m, {})) >= min_seeds]
         excluded = {r: len(val.results.get(m, {})) for r, m in all_pts if (r, m) not in pts}
-        if len(pts) < 2:
-            continue
-        # compared on the seeds every competing radius has, so that no radius wins by its seeds
-        common = sorted(set.intersection(*(set(val.results.get(m, {})) for _, m in pts)))
         cand = []
-        for rho, m in pts:
-            per_seed = [_seed_average(val.results[m][s], key) for s in common]
-            vals = [v for v in per_seed if v is not None]
-            if vals and len(vals) == len(common):
-                cand.append((rho, m, float(np.mean(vals)), len(vals)))
-        if len(cand) < 2:
-            continue
-        rho, chosen, _, _ = max(cand, key=lambda c: (c[2], -c[0]))
+        if pts:
+            # compared on the seeds every competing radius has, so that no radius wins by its seeds
+            common = sorted(set.intersection(*(set(val.results.get(m, {})) for _, m in pts)))
+            for rho, m in pts:
+                per_seed = [_seed_average(val.results[m][s], key) for s in common]
+                vals = [v for v in per_seed if v is not None]
+                if vals and len(vals) == len(common):
+                    cand.append((rho, m, float(np.mean(vals)), len(vals)))
         entry: dict[str, Any] = {
-            "chosen_rho": rho,
-            "chosen": chosen,
+            "chosen_rho": None,
+            "chosen": None,
             "validation": {str(r): {"method": m, "mean": v, "n": n} for r, m, v, n in cand},
             "excluded": {str(r): n for r, n in excluded.items()},
             "tests": {},
         }
         by_rho = ", ".join(f"{r:g}: {v:.3f} (n={n})" for r, _, v, n in cand)
         if excluded:
-            by_rho += "; too few seeds: " + ", ".join(f"{r:g} (n={n})" for r, n in sorted(excluded.items()))
+            by_rho += ("; " if by_rho else "") + "too few seeds: "
+            by_rho += ", ".join(f"{r:g} (n={n})" for r, n in sorted(excluded.items()))
+        data["families"][fam] = entry
+        if len(cand) < 2:  # listed, so that a curve still short of seeds is visible, but nothing is chosen
+            rows.append([fam, by_rho, f"none: fewer than 2 radii with {min_seeds}+ seeds", *["-" for _ in cols]])
+            continue
+        rho, chosen, _, _ = max(cand, key=lambda c: (c[2], -c[0]))
+        entry["chosen_rho"], entry["chosen"] = rho, chosen
         row = [fam, by_rho, f"{rho:g}"]
         for c in cols:
             vals = seed_means(c, chosen, AVERAGE, key)
@@ -789,7 +793,6 @@ def _rho_selection(
             elif ctrl is None and vals:
                 text += "; it is the control"
             row.append(text)
-        data["families"][fam] = entry
         rows.append(row)
     lines = [
         f"## Rho chosen on validation ({val.proto.name})",
@@ -803,7 +806,7 @@ def _rho_selection(
     if rows:
         header = ["family", f"validation {key} by rho", "chosen rho", *[c.proto.name for c in cols]]
         lines += [_md_table(header, rows), ""]
-    else:
+    if not any(e["chosen_rho"] is not None for e in data["families"].values()):
         lines += [f"No rho curve has validation results at two or more radii with {min_seeds}+ seeds yet.", ""]
     return lines, data
 

@@ -344,8 +344,12 @@ def test_overview_chooses_rho_on_a_validation_protocol_only(tmp_path: Path) -> N
     assert fam["tests"]["tabular-smoke"]["score"] is not None and fam["excluded"] == {}
     # radii with fewer seeds than the minimum do not compete: with 2, only rho 0.2 qualifies, so none is chosen
     page = overview(["tabular-smoke"], out, res, "ov", "smoke", select_on=str(val), min_select_seeds=2).read_text()
-    assert json.loads((res / "ov.json").read_text())["rho_selected"]["families"] == {}
+    fam = json.loads((res / "ov.json").read_text())["rho_selected"]["families"]["qmix-paper-tv"]
+    assert fam["chosen_rho"] is None and fam["chosen"] is None and fam["tests"] == {}
+    assert set(fam["validation"]) == {"0.2"} and fam["excluded"] == {"0.0": 1, "0.4": 1}
     assert "at two or more radii with 2+ seeds" in page
+    assert "| qmix-paper-tv |" in page and "none: fewer than 2 radii with 2+ seeds" in page
+    assert "too few seeds: 0 (n=1), 0.4 (n=1)" in page
     # a third seed at rho 0: now 0 and 0.2 compete on seeds 0 and 1, and 0.4 (one seed) is listed as excluded
     s3 = sweep(f"tabular-smoke,{val}", algos=["qmix"], targets=["paper"], sets=["tv"], seeds=2, workers=1,
                out_root=out, scale="smoke", rhos={"tv": [0.0]}, progress=False)  # fmt: skip
