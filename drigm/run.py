@@ -200,7 +200,7 @@ class Trainer:
         env = self.env
         torch.manual_seed(cfg.seed)
         # GroupDR: the reward estimator replaces the TD reward while training (evaluation needs no reward model)
-        reward_model = self._reward_model(env) if training and cfg.learner.reward_model is not None else None
+        reward_model = self.reward_model_of(env) if training and cfg.learner.reward_model is not None else None
         self.learner = Learner(
             cfg, env.n_agents, env.n_actions, env.obs_dim, env.state_dim, self.gamma, self.device, reward_model
         )
@@ -239,7 +239,7 @@ class Trainer:
         self.counters = Counters()
         self.meta = model_meta(cfg, env)
 
-    def _reward_model(self, env: MultiAgentEnv) -> RewardEstimator:
+    def reward_model_of(self, env: MultiAgentEnv) -> RewardEstimator:
         """The estimator of ``learner.reward_model`` (a relative path is taken from the run directory), checked
         against the env's shapes; RewardModelError naming the file otherwise."""
         assert self.cfg.learner.reward_model is not None

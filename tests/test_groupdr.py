@@ -23,12 +23,14 @@ from drigm.reward_estimator import (
     RewardData,
     RewardEstimator,
     RewardModelError,
+    audit_estimator,
     estimator_config,
     fit_estimators,
     load_estimator,
     save_estimator,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 BUILDING = ("building-paper-seasonal", "building-paper-climate", "building-seasonal", "building-climate")
 
 
@@ -324,6 +326,36 @@ def test_smoke_sweep_trains_groupdr_stages_and_writes_results(tmp_path: Path) ->
     est, meta = load_estimator(s1 / p.estimator_file(job))
     assert est.climates == ("Tucson", "Tampa", "Honolulu", "ElPaso", "Seattle") and meta["horizon"] == 12
     assert set(r["tests"]) == {"Tampa", "NewYork", "Honolulu", "ElPaso", "Seattle"}  # the tests stay as they are
+    # the audit replays stage 3's greedy policy in each climate and scores it with the estimator it trained on
+    from drigm.sweep import train_dir
+
+    a = audit_estimator(train_dir(tmp_path, job, p.job_config(job)), episodes_per_climate=2)
+    assert a["estimator_climates"] == list(est.climates) and set(a["climates"]) == set(est.climates)
+    for name, c in a["climates"].items():
+        assert c["steps"] == 2 * 12, name
+        assert c["gap_mean"] == pytest.approx(c["min_estimate_mean"] - c["true_reward_mean"], abs=1e-9)
+        assert c["min_estimate_mean"] <= min(c["estimate_mean"].values()) + 1e-9  # the mean of a minimum
+        assert c["estimated_return_mean"] == pytest.approx(c["min_estimate_mean"] * 12, rel=1e-6)
+        assert c["gap_rms"] >= abs(c["gap_mean"]) - 1e-9 and 0.0 <= c["overestimated_share"] <= 1.0
+    with pytest.raises(RewardModelError, match="only GroupDR's stage-3 runs"):
+        audit_estimator(s1, episodes_per_climate=1)  # the stage-1 run trains on the true reward
+    # the audit script: a table per run, every climate a row; a run it cannot audit is named and marks it failed
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("groupdr_audit", ROOT / "experiments" / "groupdr_audit.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stage3 = train_dir(tmp_path, job, p.job_config(job))
+    assert script.find_runs(tmp_path / "train") == [stage3]
+    out = tmp_path / "audit"
+    assert script.main([str(stage3), str(s1), "--episodes", "1", "--out", str(out)]) == 1
+    page = out.with_suffix(".md").read_text()
+    assert f"## {stage3.name}" in page and s1.name not in page
+    assert all(f"| {c} | 12 |" in page for c in est.climates)
+    assert json.loads(out.with_suffix(".json").read_text())["runs"][0]["run"] == stage3.name
+    with pytest.raises(ConfigError, match="episodes_per_climate"):
+        audit_estimator(s1, episodes_per_climate=0)
     # a second algo of the same seed reuses stage 1 and the estimator
     s = sweep(
         "building-climate",
