@@ -148,9 +148,9 @@ class RewardEstimator(nn.Module):
 
 
 # ===== behaviour data =============================================================================
-def behaviour_seed(seed: int, climate_index: int, k: int) -> int:
+def behaviour_seed(seed: int, climate_index: int, k: int, stream: int = _BEHAVIOUR_STREAM) -> int:
     """The env seed of behaviour episode k in climate `climate_index`: a pure function (so data are reproducible)."""
-    return int(np.random.SeedSequence([seed, _BEHAVIOUR_STREAM, climate_index, k]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, stream, climate_index, k]).generate_state(1)[0])
 
 
 def collect_behaviour_data(
@@ -160,18 +160,20 @@ def collect_behaviour_data(
     epsilon: float,
     seed: int,
     device: torch.device | str = "cpu",
+    stream: int = _BEHAVIOUR_STREAM,
 ) -> list[RewardData]:
     """`episodes_per_climate` epsilon-greedy episodes of `controller` in each member env (one per climate, in
-    order), recorded as (s_t, a_t, t, r_t) per climate. Deterministic given the seed and the controller."""
+    order), recorded as (s_t, a_t, t, r_t) per climate. Deterministic given the seed, the stream of env seeds
+    and the controller."""
     from drigm.runner import EpisodeRunner
 
     out: list[RewardData] = []
     for c, env in enumerate(members):
         runner = EpisodeRunner(env, controller, torch.device(device))
-        rng = np.random.default_rng([seed, _BEHAVIOUR_STREAM, c])
+        rng = np.random.default_rng([seed, stream, c])
         parts: dict[str, list[np.ndarray]] = {k: [] for k in ("state", "actions", "t", "reward", "episode")}
         for k in range(episodes_per_climate):
-            ep = runner.run(behaviour_seed(seed, c, k), epsilon, rng)
+            ep = runner.run(behaviour_seed(seed, c, k, stream), epsilon, rng)
             n = ep.length
             parts["state"].append(ep.data["state"][:n])
             parts["actions"].append(ep.data["actions"][:n])
@@ -362,7 +364,6 @@ def audit_estimator(run_dir: Path, episodes_per_climate: int = 5, device: str = 
     """
     from drigm.envs.mixture import MixtureEnv
     from drigm.run import load_run
-    from drigm.runner import EpisodeRunner
 
     if isinstance(episodes_per_climate, bool) or not isinstance(episodes_per_climate, int) or episodes_per_climate < 1:
         raise ConfigError(f"episodes_per_climate={episodes_per_climate!r} must be an integer >= 1")
@@ -376,26 +377,15 @@ def audit_estimator(run_dir: Path, episodes_per_climate: int = 5, device: str = 
         env = trainer.env
         est = trainer.reward_model_of(env)
         members, names = (env.members, env.names) if isinstance(env, MixtureEnv) else ([env], [trainer.cfg.env.name])
+        data = collect_behaviour_data(
+            members, trainer.learner.controller, episodes_per_climate, 0.0, trainer.cfg.seed, trainer.device,
+            stream=_AUDIT_STREAM,
+        )  # fmt: skip
         climates: dict[str, Any] = {}
-        for c, (name, member) in enumerate(zip(names, members, strict=True)):
-            runner = EpisodeRunner(member, trainer.learner.controller, trainer.device)
-            rng = np.random.default_rng([trainer.cfg.seed, _AUDIT_STREAM, c])
-            true_r, hat, true_ret, hat_ret = [], [], [], []
-            for k in range(episodes_per_climate):
-                seed = int(np.random.SeedSequence([trainer.cfg.seed, _AUDIT_STREAM, c, k]).generate_state(1)[0])
-                ep = runner.run(seed, 0.0, rng)
-                n = ep.length
-                with torch.no_grad():
-                    preds = est(
-                        torch.as_tensor(ep.data["state"][:n]),
-                        torch.as_tensor(ep.data["actions"][:n]),
-                        torch.arange(n),
-                    ).numpy()
-                true_r.append(ep.data["reward"][:n].astype(np.float64))
-                hat.append(preds.astype(np.float64))
-                true_ret.append(float(ep.data["reward"][:n].sum()))
-                hat_ret.append(float(preds.min(axis=-1).sum()))
-            r, p = np.concatenate(true_r), np.concatenate(hat)
+        for name, d in zip(names, data, strict=True):
+            with torch.no_grad():
+                p = est(torch.as_tensor(d.state), torch.as_tensor(d.actions), torch.as_tensor(d.t)).double().numpy()
+            r = d.reward.astype(np.float64)
             gap = p.min(axis=-1) - r
             climates[name] = {
                 "steps": int(r.size),
@@ -406,8 +396,8 @@ def audit_estimator(run_dir: Path, episodes_per_climate: int = 5, device: str = 
                 "gap_rms": float(np.sqrt(np.mean(gap**2))),
                 "max_abs_estimate": float(np.abs(p).max()),
                 "overestimated_share": float(np.mean(gap > 0)),
-                "true_return_mean": float(np.mean(true_ret)),
-                "estimated_return_mean": float(np.mean(hat_ret)),
+                "true_return_mean": float(r.sum() / episodes_per_climate),
+                "estimated_return_mean": float(p.min(axis=-1).sum() / episodes_per_climate),
             }
     finally:
         trainer.env.close()
