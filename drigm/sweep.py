@@ -715,22 +715,30 @@ def _seed_list(proto: Protocol, seeds: int | Sequence[int] | None) -> list[int]:
 
 
 def _update_manifest(path: Path, proto: Protocol, jobs: list[Job]) -> None:
-    old: list[dict[str, Any]] = []
-    if path.is_file():
-        with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
-            old = json.loads(path.read_text())["jobs"]
-    seen = {(j["method"], j["seed"]) for j in old}
-    new = old + [{"method": j.method, **asdict(j)} for j in jobs if (j.method, j.seed) not in seen]
-    _write_json(
-        path,
-        {
-            "protocol": proto.name,
-            "scale": proto.scale,
-            "preset": proto.preset,
-            "tests": [t.name for t in proto.tests],
-            "jobs": new,
-        },
-    )
+    """Add `jobs` to the manifest at `path` (the union over sweeps); guarantees no entry is lost to a concurrent
+    sweep of the same protocol: the read-merge-write holds an exclusive lock on the manifest's folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        old: list[dict[str, Any]] = []
+        if path.is_file():
+            with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
+                old = json.loads(path.read_text())["jobs"]
+        seen = {(j["method"], j["seed"]) for j in old}
+        new = old + [{"method": j.method, **asdict(j)} for j in jobs if (j.method, j.seed) not in seen]
+        _write_json(
+            path,
+            {
+                "protocol": proto.name,
+                "scale": proto.scale,
+                "preset": proto.preset,
+                "tests": [t.name for t in proto.tests],
+                "jobs": new,
+            },
+        )
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def resolve_jobs(

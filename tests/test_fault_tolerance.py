@@ -501,3 +501,33 @@ def test_report_labels_a_zero_difference_as_a_tie() -> None:
     col.results["qmix-paper-tv"] = {0: res(0.5), 1: res(1.5)}
     (row,) = [r for r in "\n".join(_exact_vs_paper(col, "returns")).splitlines() if r.startswith("| qmix-tv")]  # type: ignore[arg-type]
     assert "exact higher" in row
+
+
+def _add_manifest_jobs(path: str, seeds: list[int]) -> None:
+    from drigm.protocol import Job, load_protocol
+    from drigm.sweep import _update_manifest
+
+    proto = load_protocol("tabular-smoke", "smoke")
+    for s in seeds:
+        _update_manifest(Path(path), proto, [Job("qmix", "paper", "tv", 0.2, s)])
+
+
+def test_concurrent_sweeps_of_one_protocol_lose_no_manifest_entry(tmp_path: Path) -> None:
+    """Two sweeps of one protocol at once (one per core) both read-merge-write its sweep.json: unlocked, one
+    overwrote the other's jobs and the report then silently left finished runs out."""
+    import multiprocessing as mp
+
+    path = tmp_path / "tabular-smoke" / "smoke" / "sweep.json"
+    n_proc, per = 6, 25
+    ctx = mp.get_context("fork")
+    procs = [
+        ctx.Process(target=_add_manifest_jobs, args=(str(path), list(range(i * per, (i + 1) * per))))
+        for i in range(n_proc)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    seeds = sorted(j["seed"] for j in json.loads(path.read_text())["jobs"])
+    assert seeds == list(range(n_proc * per))
