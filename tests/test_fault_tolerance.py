@@ -519,7 +519,7 @@ def test_concurrent_sweeps_of_one_protocol_lose_no_manifest_entry(tmp_path: Path
 
     path = tmp_path / "tabular-smoke" / "smoke" / "sweep.json"
     n_proc, per = 6, 25
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # not fork: JAX, loaded by other tests, is multithreaded
     procs = [
         ctx.Process(target=_add_manifest_jobs, args=(str(path), list(range(i * per, (i + 1) * per))))
         for i in range(n_proc)
