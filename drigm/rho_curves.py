@@ -44,10 +44,15 @@ def rho_families(methods: Sequence[str], rho_of: RhoOf) -> dict[str, list[tuple[
     return {f: sorted(p.items()) for f, p in sorted(fams.items()) if len(p) >= 2}
 
 
+def rho_set_of(family: str) -> str:
+    """The uncertainty set a rho family belongs to: the last part of its label (``qmix-exact-tv`` -> ``tv``)."""
+    return family.rsplit("-", 1)[-1]
+
+
 def plot_rho_curves(
     curves: dict[str, dict[str, list[tuple[float, float, float]]]], tests: Sequence[str], ylabel: str, path: Path
 ) -> None:
-    """One panel per test environment: mean +- standard error over seeds against rho, one line per family.
+    """One panel per (uncertainty set, test environment): mean +- SE over seeds against rho, one line per family.
 
     `curves` is {family: {test: [(rho, mean, se), ...]}}; written atomically as PNG.
     """
@@ -59,29 +64,32 @@ def plot_rho_curves(
     from drigm.checkpoint import atomic_write_bytes
     from drigm.report import _fig_bytes
 
-    n = len(tests)
-    cols = min(n, 3)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, test in zip(axes.flat, tests, strict=False):
-        for fam, per in curves.items():
-            pts = per.get(test, [])
-            if not pts:
-                continue
-            x = [p[0] for p in pts]
-            y = [p[1] for p in pts]
-            e = [p[2] for p in pts]
-            style: dict[str, Any] = {"linestyle": "--"} if "-discount-" in fam else {}
-            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=fam, **style)
-        ax.set_title(test)
-        ax.set_xlabel("rho")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    # one row of panels per uncertainty set: contamination radii (<= 0.02) and TV radii (<= 0.5) on one axis
+    # would squeeze the contamination curves against rho = 0
+    sets = sorted({rho_set_of(f) for f in curves})
+    ncols = max(len(tests), 1)
+    fig, axes = plt.subplots(max(len(sets), 1), ncols, figsize=(3.6 * ncols, 3.0 * max(len(sets), 1)), squeeze=False)
+    colour = {fam: f"C{i % 10}" for i, fam in enumerate(curves)}  # one colour per family in every panel
+    seen: dict[str, Any] = {}
+    for row, set_name in zip(axes, sets or [""], strict=False):
+        for ax, test in zip(row, tests, strict=False):
+            for fam, per in curves.items():
+                pts = per.get(test, [])
+                if rho_set_of(fam) != set_name or not pts:
+                    continue
+                x = [p[0] for p in pts]
+                y = [p[1] for p in pts]
+                e = [p[2] for p in pts]
+                style: dict[str, Any] = {"linestyle": "--"} if "-discount-" in fam else {}
+                style["color"] = colour[fam]
+                h = ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=fam, **style)
+                seen.setdefault(fam, h)
+            ax.set_title(f"{test}: {set_name}" if set_name else test, fontsize=9)
+            ax.set_xlabel("rho")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=min(4, len(seen)), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     atomic_write_bytes(Path(path), _fig_bytes(fig))
     plt.close(fig)

@@ -363,3 +363,23 @@ def test_overview_chooses_rho_on_a_validation_protocol_only(tmp_path: Path) -> N
     # choosing on a reported day set is refused
     with pytest.raises(ConfigError, match="validation must differ"):
         overview(["tabular-smoke"], out, res, "ov", "smoke", select_on="tabular-smoke")
+
+
+def test_rho_plot_gives_each_uncertainty_set_its_own_row_of_panels(tmp_path: Path) -> None:
+    """Contamination radii (<= 0.02) and TV radii (<= 0.5) on one axis squeezed the contamination curves to rho 0."""
+    import struct
+
+    from drigm.rho_curves import plot_rho_curves, rho_set_of
+
+    assert rho_set_of("qmix-exact-tv") == "tv" and rho_set_of("qmix-discount-contamination") == "contamination"
+    tv = {"qmix-exact-tv": {"a": [(0.0, 0.9, 0.01), (0.5, 0.95, 0.01)], "b": [(0.0, 0.8, 0.0), (0.5, 0.9, 0.0)]}}
+    cont = {"qmix-exact-contamination": {"a": [(0.0, 0.9, 0.0), (0.02, 0.92, 0.0)], "b": [(0.0, 0.8, 0.0)]}}
+
+    def size(curves: dict, name: str) -> tuple[int, int]:
+        path = tmp_path / name
+        plot_rho_curves(curves, ["a", "b"], "score", path)
+        return struct.unpack(">II", path.read_bytes()[16:24])  # PNG IHDR: width, height
+
+    w1, h1 = size(tv, "one.png")
+    w2, h2 = size({**tv, **cont}, "two.png")
+    assert abs(w1 - w2) <= 0.05 * w1 and h2 > 1.6 * h1  # same columns, one more row
