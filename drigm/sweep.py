@@ -223,6 +223,7 @@ def read_curve(run_dir: Path) -> dict[str, list[float]]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file `path` (created with its parents) for the ``with`` block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -716,11 +717,8 @@ def _seed_list(proto: Protocol, seeds: int | Sequence[int] | None) -> list[int]:
 
 def _update_manifest(path: Path, proto: Protocol, jobs: list[Job]) -> None:
     """Add `jobs` to the manifest at `path` (the union over sweeps); guarantees no entry is lost to a concurrent
-    sweep of the same protocol: the read-merge-write holds an exclusive lock on the manifest's folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    sweep of the same protocol: the read-merge-write holds an exclusive lock (``.sweep.json.lock`` beside it)."""
+    with _locked(path.with_name(f".{path.name}.lock")):
         old: list[dict[str, Any]] = []
         if path.is_file():
             with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
@@ -737,8 +735,6 @@ def _update_manifest(path: Path, proto: Protocol, jobs: list[Job]) -> None:
                 "jobs": new,
             },
         )
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def resolve_jobs(
