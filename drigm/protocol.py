@@ -56,6 +56,13 @@ discount gamma (1 - rho), with the set's schedule (its ``set_overrides``); only 
 target r + gamma (1 - rho) V_hat(s') it equals, so any gain of paper contamination over ``none`` that ``discount``
 also shows comes from the shorter horizon, not from robustness."""
 DISCOUNT_SETS = ("contamination",)
+NOMINAL_VARIANTS: dict[str, dict[str, Any]] = {"doubleq": {"learner": {"double_q": True}}}
+"""Set-less controls: non-robust training with one change to the run config (target kind -> the change).
+``doubleq`` turns on double Q-learning (the online network picks a', the target network values it), the
+standard fix for the max operator's overestimation. Both TV targets regress on min(V_hat(s'), aux), which also
+keeps targets pessimistic, so ``doubleq`` tells a TV gain that suppressing overestimation alone would give from
+one that needs the radius. A variant that leaves the protocol's config unchanged is refused (it would repeat
+``none``). Their labels are ``algo-<kind>`` (``qmix-doubleq``)."""
 DR_TARGETS: dict[str, tuple[str, bool]] = {
     "dr": ("leakfree", False),
     "dr-paper": ("paper", False),
@@ -69,7 +76,7 @@ paper's GroupDR baseline): (1) the ``behaviour_algo`` (VDN) ``dr`` run of the sa
 reward estimator per climate fitted on its behaviour episodes, (3) training in the randomised env with the TD
 reward min_c r_hat_c(s, a, t). ``-paper``: the paper's climates (which leak test climates); without: the
 leak-free set. Their method labels are ``algo-<kind>`` (``qmix-groupdr``, ``vdn-dr-paper``)."""
-ALL_TARGETS = (*TARGETS, *DR_TARGETS)
+ALL_TARGETS = (*TARGETS, *NOMINAL_VARIANTS, *DR_TARGETS)
 """Every target kind a sweep may ask for."""
 PROTOCOL_KEYS = (
     "name",
@@ -127,10 +134,10 @@ class Job:
     @property
     def family(self) -> str:
         """The label without the rho tag: ``algo-none``, ``algo-target-set`` (a rho curve's name), or ``algo-kind``
-        for the domain-randomisation kinds of :data:`DR_TARGETS` (no set, no rho)."""
+        for the set-less kinds of :data:`NOMINAL_VARIANTS` and :data:`DR_TARGETS` (no set, no rho)."""
         if self.target == "none":
             return f"{self.algo}-none"
-        if self.target in DR_TARGETS:
+        if self.target in NOMINAL_VARIANTS or self.target in DR_TARGETS:
             return f"{self.algo}-{self.target}"
         return f"{self.algo}-{self.target}-{self.set}"
 
@@ -150,7 +157,7 @@ def parse_method(method: str) -> tuple[str, str, str | None, float | None]:
     parts = method.split("-")
     if len(parts) >= 2 and parts[1] == "none":
         return parts[0], "none", None, None
-    if len(parts) >= 2 and "-".join(parts[1:]) in DR_TARGETS:
+    if len(parts) >= 2 and ("-".join(parts[1:]) in DR_TARGETS or "-".join(parts[1:]) in NOMINAL_VARIANTS):
         return parts[0], "-".join(parts[1:]), None, None
     if len(parts) < 3:
         raise ProtocolError(f"method label {method!r} is not algo-none or algo-target-set[-rho<value>]")
@@ -172,7 +179,10 @@ def matched_controls(method: str, rho_default: float | None = None) -> list[str]
       is the non-robust target with the same schedule);
     - any other set at rho > 0: the same family at rho = 0 (``algo-K-S-rho0.0``: same schedule, same auxiliary
       network), then ``algo-none``;
-    - ``discount`` and rho = 0 runs, and the domain-randomisation kinds (:data:`DR_TARGETS`): ``algo-none``.
+    - ``discount`` and rho = 0 runs, and the set-less kinds (:data:`NOMINAL_VARIANTS`, :data:`DR_TARGETS`):
+      ``algo-none``;
+    - every exact or paper target (any set, any rho) also lists ``algo-doubleq`` last: non-robust training with
+      the standard fix for overestimation, the control of the pessimism that TV's min(V_hat, aux) brings.
 
     `rho_default` is the protocol's rho for the method's (set, algo): it tells whether an untagged label has rho 0.
     """
@@ -181,12 +191,15 @@ def matched_controls(method: str, rho_default: float | None = None) -> list[str]
     if target == "none":
         return []
     eff = rho if rho is not None else rho_default
-    if target == "discount" or target in DR_TARGETS or eff == 0.0:
+    if target == "discount" or target in DR_TARGETS or target in NOMINAL_VARIANTS:
         return [none]
+    doubleq = f"{algo}-doubleq"
+    if eff == 0.0:
+        return [none, doubleq]
     tag = "" if rho is None else f"-{rho_tag(rho)}"
     if set_name in DISCOUNT_SETS:
-        return [f"{algo}-discount-{set_name}{tag}", none]
-    return [f"{algo}-{target}-{set_name}-{rho_tag(0.0)}", none]
+        return [f"{algo}-discount-{set_name}{tag}", none, doubleq]
+    return [f"{algo}-{target}-{set_name}-{rho_tag(0.0)}", none, doubleq]
 
 
 @dataclass(frozen=True)
@@ -295,7 +308,7 @@ class Protocol:
         want_none = False
         for a in algos:
             for t in targets:
-                if t == "none" or t in DR_TARGETS:
+                if t == "none" or t in NOMINAL_VARIANTS or t in DR_TARGETS:
                     out.extend(Job(a, t, None, None, int(seed)) for seed in seeds)
                     continue
                 for s in sets:
@@ -367,6 +380,8 @@ class Protocol:
                 )
             data = deep_merge(data, {"learner": {"gamma": float(gamma) * (1.0 - job.rho)}})
             tgt = {"kind": "none"}
+        elif job.target in NOMINAL_VARIANTS:
+            data, tgt = deep_merge(data, NOMINAL_VARIANTS[job.target]), {"kind": "none"}
         elif job.target != "none":
             assert job.set is not None and job.rho is not None
             data = deep_merge(data, self.set_overrides.get(job.set, {}))
@@ -377,11 +392,19 @@ class Protocol:
         if self.preset is not None:
             data["preset"] = self.preset
         try:
-            return build_config(data)
+            cfg = build_config(data)
         except ConfigError as exc:
             raise ProtocolError(
                 f"protocol {self.name!r} ({self.scale} scale), job {job.method} seed {job.seed}: {exc}"
             ) from exc
+        if job.target in NOMINAL_VARIANTS and config_key(cfg) == config_key(
+            self.job_config(Job(job.algo, "none", None, None, job.seed))
+        ):
+            raise ProtocolError(
+                f"protocol {self.name!r}: target {job.target!r} sets {NOMINAL_VARIANTS[job.target]}, which the "
+                f"run config of {job.algo!r} already has: its runs would repeat 'none'"
+            )
+        return cfg
 
 
 def config_key(cfg: RunConfig) -> str:

@@ -912,7 +912,8 @@ def overview(
         "(`drigm.protocol.matched_controls`): contamination against the discount control (non-robust at gamma "
         "(1 - rho), the same horizon cut without robustness) and against non-robust training (its rho = 0 member); "
         "other sets against the same target at rho = 0 (same schedule, same dual network) and against non-robust "
-        "training; rho = 0 and discount runs against non-robust training.",
+        "training; rho = 0 and discount runs against non-robust training; every exact and paper target also "
+        "against non-robust training with double Q-learning (`doubleq`), where it ran.",
         "",
     ]
     vrows = []

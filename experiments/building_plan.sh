@@ -9,7 +9,8 @@
 #
 # Stages (each one sweep over the four test day sets plus building-validation, which only evaluates):
 #   main      QMIX non-robust, paper and exact targets, contamination 0.008 and TV 0.2, seeds 0,1,10,16,42
-#   controls  the matched controls: TV at rho 0 (paper, exact) and non-robust at discount gamma (1 - 0.008)
+#   controls  the matched controls: TV at rho 0 (paper, exact), non-robust at discount gamma (1 - 0.008), and
+#             non-robust with double Q-learning (the control of TV's pessimistic min(V_hat, aux))
 #   groupdr   GroupDR and plain domain randomisation, the paper's climates (leaking) and the leak-free set; then
 #             GroupDR's stage-1 VDN DR runs, evaluated
 #   grid      the rho grids (contamination .004-.02, TV .1-.5), paper and exact targets, seeds 0,1,10
@@ -35,6 +36,7 @@ stage() {
     controls)
         sweep --algos qmix --targets paper,exact --sets tv --rho tv=0 --seeds "${SEEDS:-5}"
         sweep --algos qmix --targets discount --sets contamination --seeds "${SEEDS:-5}"
+        sweep --algos qmix --targets doubleq --seeds "${SEEDS:-5}"
         ;;
     groupdr)
         sweep --algos qmix --targets groupdr-paper,groupdr --seeds "${SEEDS:-5}"

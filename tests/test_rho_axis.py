@@ -129,14 +129,29 @@ def test_method_labels_parse_and_name_their_matched_controls() -> None:
         algo, target, set_name, rho = parse_method(job.method)
         assert (algo, target, set_name) == (job.algo, job.target, job.set)
         assert rho == (job.rho if job.tag else None)
-    assert matched_controls("qmix-paper-tv", 0.2) == ["qmix-paper-tv-rho0.0", "qmix-none"]
-    assert matched_controls("qmix-exact-tv-rho0.4") == ["qmix-exact-tv-rho0.0", "qmix-none"]
-    assert matched_controls("qmix-paper-contamination", 0.008) == ["qmix-discount-contamination", "qmix-none"]
-    assert matched_controls("vdn-exact-contamination-rho0.02") == ["vdn-discount-contamination-rho0.02", "vdn-none"]
-    assert matched_controls("qmix-paper-tv-rho0.0") == ["qmix-none"]
+    assert matched_controls("qmix-paper-tv", 0.2) == ["qmix-paper-tv-rho0.0", "qmix-none", "qmix-doubleq"]
+    assert matched_controls("qmix-exact-tv-rho0.4") == ["qmix-exact-tv-rho0.0", "qmix-none", "qmix-doubleq"]
+    assert matched_controls("qmix-paper-contamination", 0.008) == [
+        "qmix-discount-contamination",
+        "qmix-none",
+        "qmix-doubleq",
+    ]
+    assert matched_controls("vdn-exact-contamination-rho0.02") == [
+        "vdn-discount-contamination-rho0.02",
+        "vdn-none",
+        "vdn-doubleq",
+    ]
+    assert matched_controls("qmix-paper-tv-rho0.0") == ["qmix-none", "qmix-doubleq"]
     assert (
         matched_controls("qmix-discount-contamination", 0.008) == ["qmix-none"] and matched_controls("qmix-none") == []
     )
+    assert matched_controls("qmix-doubleq") == ["qmix-none"] and parse_method("qmix-doubleq") == (
+        "qmix",
+        "doubleq",
+        None,
+        None,
+    )
+    assert paper_row("qmix-doubleq") == ("qmix", None)
     with pytest.raises(ProtocolError, match="malformed rho tag"):
         parse_method("qmix-paper-tv-rhoX")
     # only runs at the protocol's rho sit beside the paper's rows; controls and other radii have no paper number
@@ -145,6 +160,35 @@ def test_method_labels_parse_and_name_their_matched_controls() -> None:
     assert paper_row("qmix-paper-tv-rho0.0") == ("qmix", None) and paper_row("qmix-discount-contamination")[1] is None
     assert paper_row("vdn-groupdr-paper") == ("vdn", "groupdr") and paper_row("vdn-groupdr") == ("vdn", None)
     assert paper_row("qmix-dr-paper")[1] is None
+
+
+def test_the_double_q_control_changes_only_double_q_and_refuses_to_repeat_none() -> None:
+    p = load_protocol("building-seasonal", preset="paper-mlp")  # the paper's learner: no double-Q
+    (job,) = p.jobs(["qmix"], ["doubleq"], ["tv"], [3])
+    assert (job.method, job.set, job.rho) == ("qmix-doubleq", None, None)
+    on, off = p.job_config(job).to_dict(), p.job_config(Job("qmix", "none", None, None, 3)).to_dict()
+    assert on["learner"].pop("double_q") is True and off["learner"].pop("double_q") is False
+    assert on == off
+    q = load_protocol("building-seasonal", preset="drigm")  # already double-Q: a doubleq run would repeat none
+    with pytest.raises(ProtocolError, match="would repeat 'none'"):
+        q.job_config(Job("qmix", "doubleq", None, None, 0))
+
+
+def test_the_report_compares_robust_runs_with_the_double_q_control(tmp_path: Path) -> None:
+    proto = tmp_path / "nodq.yaml"  # tabular-smoke with the paper's learner (no double-Q), so doubleq is a change
+    proto.write_text(
+        f"base: {PROTOCOL_DIR / 'tabular-smoke.yaml'}\nname: nodq\nrun:\n  learner:\n    double_q: false\n"
+    )
+    out = tmp_path / "runs"
+    kw = {"algos": ["qmix"], "sets": ["tv"], "seeds": 1, "workers": 1, "progress": False}
+    s = sweep(str(proto), out_root=out, scale="smoke", targets=["none", "paper", "doubleq"], **kw)  # type: ignore[arg-type]
+    assert (s.total, s.ran, s.failed) == (3, 3, [])
+    r = json.loads((out / "nodq" / "smoke" / "qmix-doubleq" / "seed0.json").read_text())
+    assert r["config"]["learner"]["double_q"] is True and r["config"]["target"]["kind"] == "none"
+    overview([str(proto)], out, tmp_path / "results", "ov", "smoke")
+    versus = json.loads((tmp_path / "results" / "ov.json").read_text())["versus_control"]["nodq"]
+    assert set(versus["qmix-paper-tv"]) == {"qmix-none", "qmix-doubleq"}
+    assert set(versus["qmix-doubleq"]) == {"qmix-none"}
 
 
 def test_sweep_trains_a_rho_axis_and_skips_it_after(tmp_path: Path) -> None:
