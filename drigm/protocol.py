@@ -76,7 +76,9 @@ paper's GroupDR baseline): (1) the ``behaviour_algo`` (VDN) ``dr`` run of the sa
 reward estimator per climate fitted on its behaviour episodes, (3) training in the randomised env with the TD
 reward min_c r_hat_c(s, a, t). ``-paper``: the paper's climates (which leak test climates); without: the
 leak-free set. Their method labels are ``algo-<kind>`` (``qmix-groupdr``, ``vdn-dr-paper``)."""
-ALL_TARGETS = (*TARGETS, *NOMINAL_VARIANTS, *DR_TARGETS)
+SETLESS_TARGETS = (*NOMINAL_VARIANTS, *DR_TARGETS)
+"""The target kinds besides ``none`` that have no set and no rho: one job per seed, labelled ``algo-<kind>``."""
+ALL_TARGETS = (*TARGETS, *SETLESS_TARGETS)
 """Every target kind a sweep may ask for."""
 PROTOCOL_KEYS = (
     "name",
@@ -137,7 +139,7 @@ class Job:
         for the set-less kinds of :data:`NOMINAL_VARIANTS` and :data:`DR_TARGETS` (no set, no rho)."""
         if self.target == "none":
             return f"{self.algo}-none"
-        if self.target in NOMINAL_VARIANTS or self.target in DR_TARGETS:
+        if self.target in SETLESS_TARGETS:
             return f"{self.algo}-{self.target}"
         return f"{self.algo}-{self.target}-{self.set}"
 
@@ -157,7 +159,7 @@ def parse_method(method: str) -> tuple[str, str, str | None, float | None]:
     parts = method.split("-")
     if len(parts) >= 2 and parts[1] == "none":
         return parts[0], "none", None, None
-    if len(parts) >= 2 and ("-".join(parts[1:]) in DR_TARGETS or "-".join(parts[1:]) in NOMINAL_VARIANTS):
+    if len(parts) >= 2 and "-".join(parts[1:]) in SETLESS_TARGETS:
         return parts[0], "-".join(parts[1:]), None, None
     if len(parts) < 3:
         raise ProtocolError(f"method label {method!r} is not algo-none or algo-target-set[-rho<value>]")
@@ -191,7 +193,7 @@ def matched_controls(method: str, rho_default: float | None = None) -> list[str]
     if target == "none":
         return []
     eff = rho if rho is not None else rho_default
-    if target == "discount" or target in DR_TARGETS or target in NOMINAL_VARIANTS:
+    if target == "discount" or target in SETLESS_TARGETS:
         return [none]
     doubleq = f"{algo}-doubleq"
     if eff == 0.0:
@@ -308,7 +310,7 @@ class Protocol:
         want_none = False
         for a in algos:
             for t in targets:
-                if t == "none" or t in NOMINAL_VARIANTS or t in DR_TARGETS:
+                if t == "none" or t in SETLESS_TARGETS:
                     out.extend(Job(a, t, None, None, int(seed)) for seed in seeds)
                     continue
                 for s in sets:
