@@ -45,8 +45,9 @@ def rho_families(methods: Sequence[str], rho_of: RhoOf) -> dict[str, list[tuple[
 
 
 def rho_set_of(family: str) -> str:
-    """The uncertainty set a rho family belongs to: the last part of its label (``qmix-exact-tv`` -> ``tv``)."""
-    return family.rsplit("-", 1)[-1]
+    """The uncertainty set a rho family belongs to, as :func:`parse_method` reads it (``qmix-exact-tv`` -> ``tv``,
+    ``qtran-exact-kl-penalty`` -> ``kl-penalty``)."""
+    return str(parse_method(family)[2])
 
 
 def plot_rho_curves(

@@ -416,6 +416,7 @@ def test_rho_plot_gives_each_uncertainty_set_its_own_row_of_panels(tmp_path: Pat
     from drigm.rho_curves import plot_rho_curves, rho_set_of
 
     assert rho_set_of("qmix-exact-tv") == "tv" and rho_set_of("qmix-discount-contamination") == "contamination"
+    assert rho_set_of("qtran-exact-kl-penalty") == "kl-penalty"  # a set whose name has a hyphen
     tv = {"qmix-exact-tv": {"a": [(0.0, 0.9, 0.01), (0.5, 0.95, 0.01)], "b": [(0.0, 0.8, 0.0), (0.5, 0.9, 0.0)]}}
     cont = {"qmix-exact-contamination": {"a": [(0.0, 0.9, 0.0), (0.02, 0.92, 0.0)], "b": [(0.0, 0.8, 0.0)]}}
 
