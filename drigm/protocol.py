@@ -50,11 +50,15 @@ PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "experiments" / "protoco
 """Where named protocols live (``experiments/protocols/NAME.yaml`` in the repository)."""
 
 SCALES = ("full", "reduced", "smoke")
-TARGETS = ("none", "exact", "paper", "discount")
+TARGETS = ("none", "exact", "paper", "discount", "schedule")
 """Target kinds of a sweep job. ``discount`` is a matched control, not a robust target: non-robust training at
 discount gamma (1 - rho), with the set's schedule (its ``set_overrides``); only for ``contamination``, whose paper
 target r + gamma (1 - rho) V_hat(s') it equals, so any gain of paper contamination over ``none`` that ``discount``
-also shows comes from the shorter horizon, not from robustness."""
+also shows comes from the shorter horizon, not from robustness. ``schedule`` is the other side-effect control:
+non-robust training with the set's update schedule (the ``learner`` part of its ``set_overrides``) and nothing
+else, no rho and no dual network (label ``algo-schedule-SET``); beside the set's rho = 0 member, which keeps that
+schedule and adds the dual network, it tells the schedule's share of a gain from the dual network's. Only for a
+set whose overrides change the learner (TV in the building protocols)."""
 DISCOUNT_SETS = ("contamination",)
 NOMINAL_VARIANTS: dict[str, dict[str, Any]] = {"doubleq": {"learner": {"double_q": True}}}
 """Set-less controls: non-robust training with one change to the run config (target kind -> the change).
@@ -120,7 +124,8 @@ class TestEnv:
 
 @dataclass(frozen=True)
 class Job:
-    """One training run of a sweep: algorithm, target kind, uncertainty set (None for kind 'none'), rho, seed.
+    """One training run of a sweep: algorithm, target kind, uncertainty set (None for kind 'none' and the set-less
+    kinds), rho (None there too, and for ``schedule``, which has a set but no radius), seed.
 
     `tag` is empty at the protocol's own rho for (set, algo) and ``rho<value>`` at any other rho of a rho grid
     (:func:`rho_tag`), so the methods of earlier sweeps keep their labels and every label names one rho.
@@ -181,8 +186,10 @@ def matched_controls(method: str, rho_default: float | None = None) -> list[str]
       is the non-robust target with the same schedule);
     - any other set at rho > 0: the same family at rho = 0 (``algo-K-S-rho0.0``: same schedule, same auxiliary
       network), then ``algo-none``;
-    - ``discount`` and rho = 0 runs, and the set-less kinds (:data:`NOMINAL_VARIANTS`, :data:`DR_TARGETS`):
+    - ``discount`` and ``schedule`` runs, and the set-less kinds (:data:`NOMINAL_VARIANTS`, :data:`DR_TARGETS`):
       ``algo-none``;
+    - every set but contamination also lists its schedule control ``algo-schedule-S`` (non-robust training with
+      the set's schedule) after its rho = 0 member, or first at rho = 0;
     - every exact or paper target (any set, any rho) also lists ``algo-doubleq`` last: non-robust training with
       the standard fix for overestimation, the control of the pessimism that TV's min(V_hat, aux) brings.
 
@@ -193,15 +200,16 @@ def matched_controls(method: str, rho_default: float | None = None) -> list[str]
     if target == "none":
         return []
     eff = rho if rho is not None else rho_default
-    if target == "discount" or target in SETLESS_TARGETS:
+    if target in ("discount", "schedule") or target in SETLESS_TARGETS:
         return [none]
     doubleq = f"{algo}-doubleq"
+    schedule = [] if set_name in DISCOUNT_SETS else [f"{algo}-schedule-{set_name}"]
     if eff == 0.0:
-        return [none, doubleq]
+        return [*schedule, none, doubleq]
     tag = "" if rho is None else f"-{rho_tag(rho)}"
     if set_name in DISCOUNT_SETS:
         return [f"{algo}-discount-{set_name}{tag}", none, doubleq]
-    return [f"{algo}-{target}-{set_name}-{rho_tag(0.0)}", none, doubleq]
+    return [f"{algo}-{target}-{set_name}-{rho_tag(0.0)}", *schedule, none, doubleq]
 
 
 @dataclass(frozen=True)
@@ -295,6 +303,11 @@ class Protocol:
                     f"target 'discount' (non-robust at gamma (1 - rho)) is the matched control of "
                     f"{', '.join(DISCOUNT_SETS)} only; sets asked: {', '.join(sets)}"
                 )
+        if "schedule" in targets and not any(self.schedule_overrides(s) for s in sets):
+            raise ProtocolError(
+                f"target 'schedule' (non-robust with a set's update schedule) needs a set whose set_overrides change "
+                f"the learner; protocol {self.name!r} has none among the sets asked: {', '.join(sets)}"
+            )
         rhos = dict(rhos or {})
         for s, values in rhos.items():
             if s not in sets:
@@ -316,6 +329,10 @@ class Protocol:
                 for s in sets:
                     if t == "discount" and s not in DISCOUNT_SETS:
                         continue
+                    if t == "schedule":  # no rho: one job per seed for every set with its own schedule
+                        if self.schedule_overrides(s):
+                            out.extend(Job(a, t, s, None, int(seed)) for seed in seeds)
+                        continue
                     default = self.rho_of(s, a)
                     for r in dict.fromkeys(float(x) for x in rhos.get(s, [default])):
                         if r == 0.0 and (t == "discount" or self._nominal_at_zero(s)):
@@ -327,6 +344,10 @@ class Protocol:
                 out.extend(Job(a, "none", None, None, int(seed)) for seed in seeds)
             want_none = False
         return out
+
+    def schedule_overrides(self, set_name: str) -> dict[str, Any]:
+        """The ``learner`` part of the set's ``set_overrides`` (its update schedule): what ``schedule`` trains with."""
+        return dict((self.set_overrides.get(set_name) or {}).get("learner") or {})
 
     def _nominal_at_zero(self, set_name: str) -> bool:
         """Whether the set's targets at rho = 0 are the non-robust target with the non-robust schedule."""
@@ -360,7 +381,8 @@ class Protocol:
 
     def job_config(self, job: Job) -> RunConfig:
         """The validated run config of `job`: base run <- algo overrides <- set overrides (robust and discount
-        control) <- the job. A ``discount`` job trains the non-robust target at learner.gamma * (1 - rho). A
+        control; a ``schedule`` job takes their learner part only) <- the job. A ``discount`` job trains the
+        non-robust target at learner.gamma * (1 - rho). A
         domain-randomisation job trains the non-robust target in its climate set's env; a GroupDR one also reads
         the estimator ``../<stage-1 run dir>/<estimator file>`` (relative to its own run directory)."""
         data = deep_merge(self.run, self.algo_overrides.get(job.algo, {}))
@@ -382,6 +404,9 @@ class Protocol:
                 )
             data = deep_merge(data, {"learner": {"gamma": float(gamma) * (1.0 - job.rho)}})
             tgt = {"kind": "none"}
+        elif job.target == "schedule":
+            assert job.set is not None
+            data, tgt = deep_merge(data, {"learner": self.schedule_overrides(job.set)}), {"kind": "none"}
         elif job.target in NOMINAL_VARIANTS:
             data, tgt = deep_merge(data, NOMINAL_VARIANTS[job.target]), {"kind": "none"}
         elif job.target != "none":
@@ -399,11 +424,16 @@ class Protocol:
             raise ProtocolError(
                 f"protocol {self.name!r} ({self.scale} scale), job {job.method} seed {job.seed}: {exc}"
             ) from exc
-        if job.target in NOMINAL_VARIANTS and config_key(cfg) == config_key(
+        if job.target in (*NOMINAL_VARIANTS, "schedule") and config_key(cfg) == config_key(
             self.job_config(Job(job.algo, "none", None, None, job.seed))
         ):
+            change = (
+                NOMINAL_VARIANTS[job.target]
+                if job.target in NOMINAL_VARIANTS
+                else {"learner": self.schedule_overrides(str(job.set))}
+            )
             raise ProtocolError(
-                f"protocol {self.name!r}: target {job.target!r} sets {NOMINAL_VARIANTS[job.target]}, which the "
+                f"protocol {self.name!r}: target {job.target!r} sets {change}, which the "
                 f"run config of {job.algo!r} already has: its runs would repeat 'none'"
             )
         return cfg

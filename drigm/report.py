@@ -911,8 +911,10 @@ def overview(
         "then mean +- SE [95% bootstrap CI] over the paired seeds. Controls, closest first "
         "(`drigm.protocol.matched_controls`): contamination against the discount control (non-robust at gamma "
         "(1 - rho), the same horizon cut without robustness) and against non-robust training (its rho = 0 member); "
-        "other sets against the same target at rho = 0 (same schedule, same dual network) and against non-robust "
-        "training; rho = 0 and discount runs against non-robust training; every exact and paper target also "
+        "other sets against the same target at rho = 0 (same schedule, same dual network), against the schedule "
+        "control (`schedule`: non-robust training with the set's update schedule, no dual network) and against "
+        "non-robust training; rho = 0 runs against the schedule control and non-robust training; discount and "
+        "schedule runs against non-robust training; every exact and paper target also "
         "against non-robust training with double Q-learning (`doubleq`), where it ran.",
         "",
     ]

@@ -29,7 +29,7 @@ def rho_families(methods: Sequence[str], rho_of: RhoOf) -> dict[str, list[tuple[
             algo, target, set_name, rho = parse_method(m)
         except ProtocolError:
             continue
-        if target == "none" or set_name is None:
+        if target in ("none", "schedule") or set_name is None:  # a schedule control has a set but no rho
             continue
         if rho is None:
             rho = rho_of(set_name, algo)

@@ -941,11 +941,12 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
         "--targets",
         type=_csv,
         default=None,
-        help="comma-separated among none,exact,paper,discount,doubleq,dr,dr-paper,groupdr,groupdr-paper (discount: "
-        "the matched control of contamination, non-robust at gamma (1 - rho); doubleq: non-robust with double "
-        "Q-learning, the control of the pessimism of TV's min(V_hat, aux); dr: per-episode domain randomisation over "
-        "the protocol's leak-free climate set, dr-paper over the paper's; groupdr(-paper): the paper's GroupDR, "
-        "its stage-1 VDN dr run and reward estimators built inside the job)",
+        help="comma-separated among none,exact,paper,discount,schedule,doubleq,dr,dr-paper,groupdr,groupdr-paper "
+        "(discount: the matched control of contamination, non-robust at gamma (1 - rho); schedule: non-robust with "
+        "a set's update schedule (its set_overrides' learner part), the control of TV's schedule; doubleq: "
+        "non-robust with double Q-learning, the control of the pessimism of TV's min(V_hat, aux); dr: per-episode "
+        "domain randomisation over the protocol's leak-free climate set, dr-paper over the paper's; "
+        "groupdr(-paper): the paper's GroupDR, its stage-1 VDN dr run and reward estimators built inside the job)",
     )
     p.add_argument("--sets", type=_csv, default=None, help="comma-separated among contamination,tv")
     p.add_argument(

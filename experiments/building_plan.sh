@@ -9,8 +9,9 @@
 #
 # Stages (each one sweep over the four test day sets plus building-validation, which only evaluates):
 #   main      QMIX non-robust, paper and exact targets, contamination 0.008 and TV 0.2, seeds 0,1,10,16,42
-#   controls  the matched controls: TV at rho 0 (paper, exact), non-robust at discount gamma (1 - 0.008), and
-#             non-robust with double Q-learning (the control of TV's pessimistic min(V_hat, aux))
+#   controls  the matched controls: TV at rho 0 (paper, exact), non-robust at discount gamma (1 - 0.008),
+#             non-robust with double Q-learning (the control of TV's pessimistic min(V_hat, aux)), and
+#             non-robust with TV's update schedule (TV at rho 0 without the dual network)
 #   groupdr   GroupDR and plain domain randomisation, the paper's climates (leaking) and the leak-free set; then
 #             GroupDR's stage-1 VDN DR runs, evaluated
 #   grid      the rho grids (contamination .004-.02, TV .1-.5), paper and exact targets, seeds 0,1,10
@@ -37,6 +38,7 @@ stage() {
         sweep --algos qmix --targets paper,exact --sets tv --rho tv=0 --seeds "${SEEDS:-5}"
         sweep --algos qmix --targets discount --sets contamination --seeds "${SEEDS:-5}"
         sweep --algos qmix --targets doubleq --seeds "${SEEDS:-5}"
+        sweep --algos qmix --targets schedule --sets tv --seeds "${SEEDS:-5}"
         ;;
     groupdr)
         sweep --algos qmix --targets groupdr-paper,groupdr --seeds "${SEEDS:-5}"

@@ -36,7 +36,7 @@ def test_plan_sweeps_resolve_and_cover_every_committed_building_run(tmp_path: Pa
     assert rc == 0
     sweeps = [c[1:] for c in calls if c[0] == "sweep"]
     reports = [c[1:] for c in calls if c[0] == "report"]
-    assert len(sweeps) == 11 and len(reports) == 2
+    assert len(sweeps) == 12 and len(reports) == 2
     planned: set[tuple[str, int]] = set()
     for argv in sweeps:
         args = sweep_parser().parse_args(argv)
@@ -55,6 +55,8 @@ def test_plan_sweeps_resolve_and_cover_every_committed_building_run(tmp_path: Pa
             assert {m.removeprefix(fam) for m, _ in planned if m.startswith(fam)} == radii, fam
             assert {s for m, s in planned if m.startswith(fam)} == {0, 1, 10, 16, 42}, fam
     assert {s for m, s in planned if m == "qmix-doubleq"} == {0, 1, 10, 16, 42}  # the double-Q control
+    assert {s for m, s in planned if m == "qmix-schedule-tv"} == {0, 1, 10, 16, 42}  # TV's schedule, no dual network
+    assert not any(m.startswith("qmix-schedule-contamination") for m, _ in planned)  # contamination has no own schedule
     committed = ROOT / "experiments" / "runs" / "building-paper-seasonal" / "paper-mlp" / "full"
     done = {
         (d.name, int(f.stem.removeprefix("seed")))

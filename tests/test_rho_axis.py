@@ -129,8 +129,18 @@ def test_method_labels_parse_and_name_their_matched_controls() -> None:
         algo, target, set_name, rho = parse_method(job.method)
         assert (algo, target, set_name) == (job.algo, job.target, job.set)
         assert rho == (job.rho if job.tag else None)
-    assert matched_controls("qmix-paper-tv", 0.2) == ["qmix-paper-tv-rho0.0", "qmix-none", "qmix-doubleq"]
-    assert matched_controls("qmix-exact-tv-rho0.4") == ["qmix-exact-tv-rho0.0", "qmix-none", "qmix-doubleq"]
+    assert matched_controls("qmix-paper-tv", 0.2) == [
+        "qmix-paper-tv-rho0.0",
+        "qmix-schedule-tv",
+        "qmix-none",
+        "qmix-doubleq",
+    ]
+    assert matched_controls("qmix-exact-tv-rho0.4") == [
+        "qmix-exact-tv-rho0.0",
+        "qmix-schedule-tv",
+        "qmix-none",
+        "qmix-doubleq",
+    ]
     assert matched_controls("qmix-paper-contamination", 0.008) == [
         "qmix-discount-contamination",
         "qmix-none",
@@ -141,7 +151,9 @@ def test_method_labels_parse_and_name_their_matched_controls() -> None:
         "vdn-none",
         "vdn-doubleq",
     ]
-    assert matched_controls("qmix-paper-tv-rho0.0") == ["qmix-none", "qmix-doubleq"]
+    assert matched_controls("qmix-paper-tv-rho0.0") == ["qmix-schedule-tv", "qmix-none", "qmix-doubleq"]
+    assert matched_controls("qmix-schedule-tv") == ["qmix-none"]
+    assert parse_method("qmix-schedule-tv") == ("qmix", "schedule", "tv", None)
     assert (
         matched_controls("qmix-discount-contamination", 0.008) == ["qmix-none"] and matched_controls("qmix-none") == []
     )
@@ -174,21 +186,62 @@ def test_the_double_q_control_changes_only_double_q_and_refuses_to_repeat_none()
         q.job_config(Job("qmix", "doubleq", None, None, 0))
 
 
+def test_the_schedule_control_changes_only_the_learner_schedule() -> None:
+    p = load_protocol("building-seasonal", preset="paper-mlp")
+    jobs = p.jobs(["qmix"], ["schedule"], ["contamination", "tv"], [3], rhos={"tv": [0.0, 0.5]})
+    # one job per seed and set with its own schedule: no radius (a rho axis does not multiply it), no contamination
+    assert [(j.method, j.set, j.rho) for j in jobs] == [("qmix-schedule-tv", "tv", None)]
+    sched = p.job_config(jobs[0]).to_dict()
+    none = p.job_config(Job("qmix", "none", None, None, 3)).to_dict()
+    tv0 = p.job_config(Job("qmix", "paper", "tv", 0.0, 3, rho_tag(0.0))).to_dict()
+    # the schedule is TV's (rho 0's) ...
+    for k in ("update_every", "q_steps", "aux_first"):
+        assert sched["learner"][k] == tv0["learner"][k]
+    assert (sched["learner"]["update_every"], sched["learner"]["q_steps"]) == (8, 4)
+    assert (none["learner"]["update_every"], none["learner"]["q_steps"]) == (2, 1)
+    # ... and nothing else differs from none: the non-robust target, no dual network steps
+    for k in ("update_every", "q_steps", "aux_first"):
+        sched["learner"].pop(k), none["learner"].pop(k)
+    assert sched == none and sched["target"]["kind"] == "none"
+    with pytest.raises(ProtocolError, match="needs a set whose set_overrides change the learner"):
+        p.jobs(["qmix"], ["schedule"], ["contamination"], [0])
+    smoke = load_protocol("tabular-smoke")  # no set overrides at all
+    with pytest.raises(ProtocolError, match=r"tabular-smoke.*none among the sets asked: tv"):
+        smoke.jobs(["qmix"], ["schedule"], ["tv"], [0])
+
+
+def test_the_schedule_control_refuses_to_repeat_none(tmp_path: Path) -> None:
+    proto = tmp_path / "same.yaml"  # TV's schedule override equal to the base schedule: a schedule run is none
+    proto.write_text(
+        f"base: {PROTOCOL_DIR / 'tabular-smoke.yaml'}\nname: same\nset_overrides:\n  tv:\n    learner:\n"
+        "      update_every: 4\n"
+    )
+    p = load_protocol(proto)
+    (job,) = p.jobs(["qmix"], ["schedule"], ["tv"], [0])
+    with pytest.raises(ProtocolError, match=r"'schedule' sets \{'learner': \{'update_every': 4\}\}.*repeat 'none'"):
+        p.job_config(job)
+
+
 def test_the_report_compares_robust_runs_with_the_double_q_control(tmp_path: Path) -> None:
     proto = tmp_path / "nodq.yaml"  # tabular-smoke with the paper's learner (no double-Q), so doubleq is a change
-    proto.write_text(
+    proto.write_text(  # and a TV schedule of its own, so that the schedule control is a change too
         f"base: {PROTOCOL_DIR / 'tabular-smoke.yaml'}\nname: nodq\nrun:\n  learner:\n    double_q: false\n"
+        "set_overrides:\n  tv:\n    learner:\n      update_every: 8\n      q_steps: 2\n"
     )
     out = tmp_path / "runs"
     kw = {"algos": ["qmix"], "sets": ["tv"], "seeds": 1, "workers": 1, "progress": False}
-    s = sweep(str(proto), out_root=out, scale="smoke", targets=["none", "paper", "doubleq"], **kw)  # type: ignore[arg-type]
-    assert (s.total, s.ran, s.failed) == (3, 3, [])
+    targets = ["none", "paper", "doubleq", "schedule"]
+    s = sweep(str(proto), out_root=out, scale="smoke", targets=targets, **kw)  # type: ignore[arg-type]
+    assert (s.total, s.ran, s.failed) == (4, 4, [])
     r = json.loads((out / "nodq" / "smoke" / "qmix-doubleq" / "seed0.json").read_text())
     assert r["config"]["learner"]["double_q"] is True and r["config"]["target"]["kind"] == "none"
+    r = json.loads((out / "nodq" / "smoke" / "qmix-schedule-tv" / "seed0.json").read_text())
+    assert (r["config"]["learner"]["update_every"], r["config"]["learner"]["q_steps"]) == (8, 2)
+    assert r["config"]["target"]["kind"] == "none" and r["config"]["learner"]["double_q"] is False
     overview([str(proto)], out, tmp_path / "results", "ov", "smoke")
     versus = json.loads((tmp_path / "results" / "ov.json").read_text())["versus_control"]["nodq"]
-    assert set(versus["qmix-paper-tv"]) == {"qmix-none", "qmix-doubleq"}
-    assert set(versus["qmix-doubleq"]) == {"qmix-none"}
+    assert list(versus["qmix-paper-tv"]) == ["qmix-schedule-tv", "qmix-none", "qmix-doubleq"]  # closest first
+    assert set(versus["qmix-doubleq"]) == {"qmix-none"} and set(versus["qmix-schedule-tv"]) == {"qmix-none"}
 
 
 def test_sweep_trains_a_rho_axis_and_skips_it_after(tmp_path: Path) -> None:
