@@ -55,10 +55,12 @@ TARGETS = ("none", "exact", "paper", "discount", "schedule")
 discount gamma (1 - rho), with the set's schedule (its ``set_overrides``); only for ``contamination``, whose paper
 target r + gamma (1 - rho) V_hat(s') it equals, so any gain of paper contamination over ``none`` that ``discount``
 also shows comes from the shorter horizon, not from robustness. ``schedule`` is the other side-effect control:
-non-robust training with the set's update schedule (the ``learner`` part of its ``set_overrides``) and nothing
-else, no rho and no dual network (label ``algo-schedule-SET``); beside the set's rho = 0 member, which keeps that
-schedule and adds the dual network, it tells the schedule's share of a gain from the dual network's. Only for a
+non-robust training with the ``learner`` part of the set's ``set_overrides`` (its update schedule; on SMAX also its
+``td_lambda``), no rho and no dual network (label ``algo-schedule-SET``); beside the set's rho = 0 member, which
+keeps those settings and adds the dual network, it tells their share of a gain from the dual network's. Only for a
 set whose overrides change the learner (TV in the building protocols)."""
+DEFAULT_TARGETS = ("none", "exact", "paper", "discount")
+"""A protocol's ``targets`` when its file names none (``schedule`` is asked for explicitly, per set)."""
 DISCOUNT_SETS = ("contamination",)
 NOMINAL_VARIANTS: dict[str, dict[str, Any]] = {"doubleq": {"learner": {"double_q": True}}}
 """Set-less controls: non-robust training with one change to the run config (target kind -> the change).
@@ -140,8 +142,9 @@ class Job:
 
     @property
     def family(self) -> str:
-        """The label without the rho tag: ``algo-none``, ``algo-target-set`` (a rho curve's name), or ``algo-kind``
-        for the set-less kinds of :data:`NOMINAL_VARIANTS` and :data:`DR_TARGETS` (no set, no rho)."""
+        """The label without the rho tag: ``algo-none``, ``algo-target-set`` (a rho curve's name; for ``schedule``
+        a control with a set and no rho), or ``algo-kind`` for the set-less kinds of :data:`NOMINAL_VARIANTS` and
+        :data:`DR_TARGETS` (no set, no rho)."""
         if self.target == "none":
             return f"{self.algo}-none"
         if self.target in SETLESS_TARGETS:
@@ -160,7 +163,8 @@ def rho_tag(rho: float) -> str:
 
 
 def parse_method(method: str) -> tuple[str, str, str | None, float | None]:
-    """(algo, target, set, rho or None) of a method label; rho None means the protocol's own rho (no tag)."""
+    """(algo, target, set, rho or None) of a method label; rho None means the protocol's own rho (no tag), or no
+    rho at all for ``none``, ``schedule`` and the set-less kinds."""
     parts = method.split("-")
     if len(parts) >= 2 and parts[1] == "none":
         return parts[0], "none", None, None
@@ -188,8 +192,9 @@ def matched_controls(method: str, rho_default: float | None = None) -> list[str]
       network), then ``algo-none``;
     - ``discount`` and ``schedule`` runs, and the set-less kinds (:data:`NOMINAL_VARIANTS`, :data:`DR_TARGETS`):
       ``algo-none``;
-    - every set but contamination also lists its schedule control ``algo-schedule-S`` (non-robust training with
-      the set's schedule) after its rho = 0 member, or first at rho = 0;
+    - every set also lists its schedule control ``algo-schedule-S`` (non-robust training with the set's learner
+      overrides) after its rho = 0 member or discount control, or first at rho = 0 (reports use the controls that
+      ran: the building protocols have one for TV only);
     - every exact or paper target (any set, any rho) also lists ``algo-doubleq`` last: non-robust training with
       the standard fix for overestimation, the control of the pessimism that TV's min(V_hat, aux) brings.
 
@@ -202,14 +207,13 @@ def matched_controls(method: str, rho_default: float | None = None) -> list[str]
     eff = rho if rho is not None else rho_default
     if target in ("discount", "schedule") or target in SETLESS_TARGETS:
         return [none]
-    doubleq = f"{algo}-doubleq"
-    schedule = [] if set_name in DISCOUNT_SETS else [f"{algo}-schedule-{set_name}"]
+    doubleq, schedule = f"{algo}-doubleq", f"{algo}-schedule-{set_name}"
     if eff == 0.0:
-        return [*schedule, none, doubleq]
+        return [schedule, none, doubleq]
     tag = "" if rho is None else f"-{rho_tag(rho)}"
     if set_name in DISCOUNT_SETS:
-        return [f"{algo}-discount-{set_name}{tag}", none, doubleq]
-    return [f"{algo}-{target}-{set_name}-{rho_tag(0.0)}", *schedule, none, doubleq]
+        return [f"{algo}-discount-{set_name}{tag}", schedule, none, doubleq]
+    return [f"{algo}-{target}-{set_name}-{rho_tag(0.0)}", schedule, none, doubleq]
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,8 @@ class Protocol:
         rho for (set, algo). Jobs at another rho carry a ``rho<value>`` tag. Two points are not separate jobs:
         contamination at rho = 0 is the non-robust target with the same schedule (so ``none`` is that member of
         the curve, and a sweep asking for it trains ``none``), and ``discount`` at rho = 0 is ``none`` too.
+        ``schedule`` gives one job per seed for each asked set whose overrides change the learner (other sets are
+        skipped; a rho axis does not multiply it), and ProtocolError when no asked set has such overrides.
         """
         for a in algos:
             if a not in MIXERS:
@@ -346,7 +352,8 @@ class Protocol:
         return out
 
     def schedule_overrides(self, set_name: str) -> dict[str, Any]:
-        """The ``learner`` part of the set's ``set_overrides`` (its update schedule): what ``schedule`` trains with."""
+        """The ``learner`` part of the set's ``set_overrides`` (its update schedule, and whatever else it sets for
+        the learner): what ``schedule`` trains with."""
         return dict((self.set_overrides.get(set_name) or {}).get("learner") or {})
 
     def _nominal_at_zero(self, set_name: str) -> bool:
@@ -687,7 +694,7 @@ def load_protocol(
         tests=tests,
         seeds=seeds,
         algos=_str_list(data.get("algos", ["vdn", "qmix", "qtran"]), "algos"),
-        targets=_str_list(data.get("targets", list(TARGETS)), "targets"),
+        targets=_str_list(data.get("targets", list(DEFAULT_TARGETS)), "targets"),
         sets=_str_list(data.get("sets", ["contamination", "tv"]), "sets"),
         rho=rho,
         set_overrides={

@@ -764,9 +764,12 @@ def resolve_jobs(
         _seed_list(proto, seeds),
         rhos=_rho_axis(proto, chosen_sets, rhos),
     )
+    # every job's config is built here, so that a refused job (a control that would repeat 'none') stops the
+    # sweep before anything is written to its manifest
+    keys = [config_key(proto.job_config(j)) for j in jobs]
     for other in protos[1:]:
-        for j in jobs:
-            if config_key(other.job_config(j)) != config_key(proto.job_config(j)):
+        for j, key in zip(jobs, keys, strict=True):
+            if config_key(other.job_config(j)) != key:
                 raise ProtocolError(
                     f"protocols {proto.name!r} and {other.name!r} train {j.method} seed {j.seed} differently "
                     f"(scale {scale}, preset {proto.preset}); sweep them separately"

@@ -143,11 +143,13 @@ def test_method_labels_parse_and_name_their_matched_controls() -> None:
     ]
     assert matched_controls("qmix-paper-contamination", 0.008) == [
         "qmix-discount-contamination",
+        "qmix-schedule-contamination",  # listed for every set; reports use it only where it ran
         "qmix-none",
         "qmix-doubleq",
     ]
     assert matched_controls("vdn-exact-contamination-rho0.02") == [
         "vdn-discount-contamination-rho0.02",
+        "vdn-schedule-contamination",
         "vdn-none",
         "vdn-doubleq",
     ]
@@ -218,8 +220,21 @@ def test_the_schedule_control_refuses_to_repeat_none(tmp_path: Path) -> None:
     )
     p = load_protocol(proto)
     (job,) = p.jobs(["qmix"], ["schedule"], ["tv"], [0])
-    with pytest.raises(ProtocolError, match=r"'schedule' sets \{'learner': \{'update_every': 4\}\}.*repeat 'none'"):
+    refused = r"'schedule' sets \{'learner': \{'update_every': 4\}\}.*repeat 'none'"
+    with pytest.raises(ProtocolError, match=refused):
         p.job_config(job)
+    # a sweep refuses it before writing its manifest, so no report meets a job that can never run
+    out = tmp_path / "runs"
+    kw = {"algos": ["qmix"], "sets": ["tv"], "seeds": 1, "workers": 1, "progress": False}
+    with pytest.raises(ProtocolError, match=refused):
+        sweep(str(proto), out_root=out, scale="smoke", targets=["none", "schedule"], **kw)  # type: ignore[arg-type]
+    assert not out.exists() or not list(out.rglob("sweep.json"))
+    # a protocol naming no targets keeps the old default: no schedule job appears unasked
+    bare = tmp_path / "bare.yaml"
+    text = (PROTOCOL_DIR / "tabular-smoke.yaml").read_text().replace("targets: [none, exact, paper]\n", "")
+    text = text.replace("    optimizer: adam\n", "    optimizer: adam\n    gamma: 0.8\n")  # the game's own discount
+    bare.write_text(text.replace("name: tabular-smoke", "name: bare"))
+    assert load_protocol(bare).targets == ["none", "exact", "paper", "discount"]
 
 
 def test_the_report_compares_robust_runs_with_the_double_q_control(tmp_path: Path) -> None:
