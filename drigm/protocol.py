@@ -411,11 +411,8 @@ class Protocol:
                 )
             data = deep_merge(data, {"learner": {"gamma": float(gamma) * (1.0 - job.rho)}})
             tgt = {"kind": "none"}
-        elif job.target == "schedule":
-            assert job.set is not None
-            data, tgt = deep_merge(data, {"learner": self.schedule_overrides(job.set)}), {"kind": "none"}
-        elif job.target in NOMINAL_VARIANTS:
-            data, tgt = deep_merge(data, NOMINAL_VARIANTS[job.target]), {"kind": "none"}
+        elif job.target in NOMINAL_VARIANTS or job.target == "schedule":
+            data, tgt = deep_merge(data, self._nominal_change(job)), {"kind": "none"}
         elif job.target != "none":
             assert job.set is not None and job.rho is not None
             data = deep_merge(data, self.set_overrides.get(job.set, {}))
@@ -434,16 +431,18 @@ class Protocol:
         if job.target in (*NOMINAL_VARIANTS, "schedule") and config_key(cfg) == config_key(
             self.job_config(Job(job.algo, "none", None, None, job.seed))
         ):
-            change = (
-                NOMINAL_VARIANTS[job.target]
-                if job.target in NOMINAL_VARIANTS
-                else {"learner": self.schedule_overrides(str(job.set))}
-            )
             raise ProtocolError(
-                f"protocol {self.name!r}: target {job.target!r} sets {change}, which the "
+                f"protocol {self.name!r}: target {job.target!r} sets {self._nominal_change(job)}, which the "
                 f"run config of {job.algo!r} already has: its runs would repeat 'none'"
             )
         return cfg
+
+    def _nominal_change(self, job: Job) -> dict[str, Any]:
+        """The one change a non-robust control (:data:`NOMINAL_VARIANTS`, ``schedule``) makes to the run config."""
+        if job.target == "schedule":
+            assert job.set is not None
+            return {"learner": self.schedule_overrides(job.set)}
+        return NOMINAL_VARIANTS[job.target]
 
 
 def config_key(cfg: RunConfig) -> str:
