@@ -292,6 +292,50 @@ def test_leak_free_climate_set_is_disjoint_from_every_test_climate() -> None:
     assert not leakfree & tested, leakfree & tested
 
 
+def _audit_script() -> Any:
+    """experiments/groupdr_audit.py as a module (experiments/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("groupdr_audit", ROOT / "experiments" / "groupdr_audit.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_audit_file_merges_runs_and_refuses_files_it_did_not_write(tmp_path: Path, capsys: Any) -> None:
+    script = _audit_script()
+    entry = {"run": "qmix-groupdr-seed0-a", "t_env": 5, "climates": {}}
+    old = tmp_path / "old.json"  # the format before per-run episodes: one top-level count
+    old.write_text(json.dumps({"episodes": 3, "runs": [entry, {**entry, "run": "qmix-groupdr-seed1-b"}]}))
+    prev = script.load_previous(old)
+    assert [(r["run"], r["episodes"]) for r in prev] == [("qmix-groupdr-seed0-a", 3), ("qmix-groupdr-seed1-b", 3)]
+    new = [{**entry, "run": "qmix-groupdr-seed1-b", "t_env": 9, "episodes": 5}, {**entry, "run": "a-first"}]
+    merged = script.merge_audits(prev, new)
+    assert [(r["run"], r["t_env"]) for r in merged] == [
+        ("a-first", 5),
+        ("qmix-groupdr-seed0-a", 5),
+        ("qmix-groupdr-seed1-b", 9),
+    ]
+    assert script.load_previous(tmp_path / "missing.json") == []
+    bad = {
+        "not json": "{",
+        "runs not a list": json.dumps({"runs": {}}),
+        "entry without a name": json.dumps({"runs": [{"t_env": 1}]}),
+        "no episodes anywhere": json.dumps({"runs": [entry]}),
+        "entry without climates": json.dumps({"episodes": 2, "runs": [{"run": "x", "t_env": 1}]}),
+    }
+    for why, text in bad.items():
+        f = tmp_path / "bad.json"
+        f.write_text(text)
+        with pytest.raises(script.AuditFileError, match=r"bad\.json") as info:
+            script.load_previous(f)
+        assert "--fresh" in str(info.value) or "episodes" in str(info.value), why
+        # the script stops before auditing anything and names the file; --fresh would go on past it
+        assert script.main([str(tmp_path / "no-such-run"), "--out", str(f.with_suffix(""))]) == 2, why
+        assert "bad.json" in capsys.readouterr().err and f.read_text() == text, why
+
+
 def test_smoke_sweep_trains_groupdr_stages_and_writes_results(tmp_path: Path) -> None:
     from conftest import require_extra
 
@@ -340,12 +384,7 @@ def test_smoke_sweep_trains_groupdr_stages_and_writes_results(tmp_path: Path) ->
     with pytest.raises(RewardModelError, match="only GroupDR's stage-3 runs"):
         audit_estimator(s1, episodes_per_climate=1)  # the stage-1 run trains on the true reward
     # the audit script: a table per run, every climate a row; a run it cannot audit is named and marks it failed
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("groupdr_audit", ROOT / "experiments" / "groupdr_audit.py")
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _audit_script()
     stage3 = train_dir(tmp_path, job, p.job_config(job))
     assert script.find_runs(tmp_path / "train") == [stage3]
     out = tmp_path / "audit"
@@ -354,6 +393,16 @@ def test_smoke_sweep_trains_groupdr_stages_and_writes_results(tmp_path: Path) ->
     assert f"## {stage3.name}" in page and s1.name not in page
     assert all(f"| {c} | 12 |" in page for c in est.climates)
     assert json.loads(out.with_suffix(".json").read_text())["runs"][0]["run"] == stage3.name
+    # a second audit elsewhere keeps the runs this machine does not hold and replaces the one it re-audits
+    data = json.loads(out.with_suffix(".json").read_text())
+    other = {**data["runs"][0], "run": "qmix-groupdr-seed99-elsewhere", "t_env": 7}
+    out.with_suffix(".json").write_text(json.dumps({"runs": [*data["runs"], other]}))
+    assert script.main([str(stage3), "--episodes", "2", "--out", str(out)]) == 0
+    runs = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())["runs"]}
+    assert set(runs) == {stage3.name, other["run"]} and runs[stage3.name]["episodes"] == 2
+    assert runs[other["run"]]["t_env"] == 7 and "qmix-groupdr-seed99-elsewhere (t_env 7, 1 episodes" in (
+        out.with_suffix(".md").read_text()
+    )
     with pytest.raises(ConfigError, match="episodes_per_climate"):
         audit_estimator(s1, episodes_per_climate=0)
     # a second algo of the same seed reuses stage 1 and the estimator
