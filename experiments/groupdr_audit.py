@@ -45,7 +45,9 @@ def load_previous(path: Path) -> list[dict[str, Any]]:
         return []
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:  # the project's description: the path, the reason and what to do about it
+        raise AuditFileError(f"{path}: cannot read the previous audit: {describe_os_error(exc)}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AuditFileError(f"{path}: cannot read the previous audit ({exc}); pass --fresh to replace it") from exc
     runs = data.get("runs") if isinstance(data, dict) else None
     if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("run"), str) for r in runs):
