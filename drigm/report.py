@@ -358,16 +358,17 @@ def _exact_vs_paper(col: Collected, key: str) -> list[str]:
             diffs.append(float(ea - eb))
         c = cell(diffs)
         better = difference_verdict(c.mean)
-        sig = c.ci is not None and (c.ci[0] > 0 or c.ci[1] < 0)
+        sig = _excludes_zero(c.ci) and _excludes_zero(_t_ci(diffs))
         rows.append(
-            [m.replace("-exact", ""), str(len(common)), c.fmt(), f"{better}{' (CI excludes 0)' if sig else ''}"]
+            [m.replace("-exact", ""), str(len(common)), c.fmt(), f"{better}{' (both CIs exclude 0)' if sig else ''}"]
         )
     if not rows:
         return []
     return [
         "## Exact targets against the paper's targets (same seeds, same test episodes)",
         "",
-        "Difference exact - paper of the average over test environments, per seed, then mean +- SE [bootstrap CI].",
+        "Difference exact - paper of the average over test environments, per seed, then mean +- SE [bootstrap CI]; "
+        "a difference counts where the bootstrap CI and the Student-t CI (`drigm.stats.t_interval`) both exclude 0.",
         "",
         _md_table(["algo-set", "seeds", "exact - paper", "verdict"], rows),
         "",
@@ -785,11 +786,11 @@ def _rho_selection(
             entry["tests"][c.proto.name] = {
                 "score": cell(vals).__dict__ if vals else None,
                 "control": ctrl,
-                "versus_control": d.__dict__ if d else None,
+                "versus_control": {**d.__dict__, "t_ci": _t_ci(diffs)} if d else None,
             }
             text = f"{cell(vals).fmt()} (n={len(vals)})" if vals else "missing"
             if d is not None:
-                text += f"; vs {ctrl}: {d.fmt()}"
+                text += f"; vs {ctrl}: {d.fmt()} t {_ci_text(_t_ci(diffs))}"
             elif ctrl is None and vals:
                 text += "; it is the control"
             row.append(text)
@@ -800,7 +801,8 @@ def _rho_selection(
         f"{val.proto.description} For each rho curve, the rho with the highest validation {key} (average over the "
         f"validation environments, mean over the seeds every competing radius has: n) is chosen there, never on a "
         f"day set below; a radius competes once it has {min_seeds} or more validation seeds. Then the chosen "
-        "run's score on each day set and its paired difference with its closest matched control.",
+        "run's score on each day set and its paired difference with its closest matched control: mean +- SE "
+        "[bootstrap CI] t [Student-t CI].",
         "",
     ]
     if rows:
@@ -837,16 +839,28 @@ def _rho_report(col: Collected, key: str, tests: list[str], dest: Path, summary:
     atomic_write_bytes(dest / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
 
 
-def _versus(diffs: list[float]) -> tuple[Cell, str]:
-    """The paired differences' cell and a verdict that says plainly whether the CI excludes 0."""
-    c = cell(diffs)
-    if c.ci is None:
-        return c, "n/a (needs 2+ paired seeds)"
-    if c.ci[0] > 0:
-        return c, "robust higher (CI excludes 0)"
-    if c.ci[1] < 0:
-        return c, "robust LOWER (CI excludes 0)"
-    return c, "no clear difference (CI includes 0)"
+def _excludes_zero(ci: tuple[float, float] | None) -> bool:
+    """Whether an interval exists and lies wholly above or wholly below 0."""
+    return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+
+def _t_ci(diffs: list[float]) -> tuple[float, float] | None:
+    """The Student-t 95% interval of the mean of `diffs` (None with fewer than two)."""
+    return stats.t_interval(diffs) if len(diffs) >= 2 else None
+
+
+def _versus(diffs: list[float]) -> tuple[Cell, tuple[float, float] | None, str]:
+    """The paired differences' cell, their Student-t 95% interval, and a verdict that says plainly whether the
+    bootstrap CI excludes 0 and whether the t interval (the small-sample check) agrees."""
+    c, t_ci = cell(diffs), _t_ci(diffs)
+    if c.ci is None or t_ci is None:
+        return c, t_ci, "n/a (needs 2+ paired seeds)"
+    if _excludes_zero(c.ci):
+        word = "higher" if c.mean > 0 else "LOWER"
+        if _excludes_zero(t_ci):
+            return c, t_ci, f"robust {word} (both CIs exclude 0)"
+        return c, t_ci, f"robust {word} by the bootstrap CI only (the t CI includes 0: too few seeds to tell)"
+    return c, t_ci, "no clear difference (the bootstrap CI includes 0)"
 
 
 def overview(
@@ -925,8 +939,8 @@ def overview(
                 diffs, common = _paired_average_diffs(c, m, base, key)
                 if not diffs:
                     continue
-                d, verdict = _versus(diffs)
-                entry = {**d.__dict__, "verdict": verdict, "n_pairs": len(common)}
+                d, t_ci, verdict = _versus(diffs)
+                entry = {**d.__dict__, "t_ci": t_ci, "verdict": verdict, "n_pairs": len(common)}
                 poi = _average_improvement(c, m, base, key)
                 poi_text = "n/a"
                 if poi is not None:
@@ -935,14 +949,24 @@ def overview(
                 data.setdefault("versus_control", {}).setdefault(c.proto.name, {}).setdefault(m, {})[base] = entry
                 if base.endswith("-none"):
                     data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = entry
-                vrows.append([m, base, c.proto.name, str(len(common)), d.fmt(), poi_text, verdict])
-    header = ["method", "control", "day set", "paired seeds", f"{key}: method - control", "P(improvement) [CI]"]
+                vrows.append([m, base, c.proto.name, str(len(common)), d.fmt(), _ci_text(t_ci), poi_text, verdict])
+    header = [
+        "method",
+        "control",
+        "day set",
+        "paired seeds",
+        f"{key}: method - control",
+        "t 95% CI",
+        "P(improvement) [CI]",
+    ]
     md += [
         _md_table([*header, "verdict"], vrows),
         "",
         "P(improvement): per paired seed and test environment, P(X > Y) + 0.5 P(X = Y) over all pairs of the two "
         "runs' test episodes, averaged over environments and paired seeds; CI: paired seeds resampled "
-        "(`drigm.stats.probability_of_improvement`).",
+        "(`drigm.stats.probability_of_improvement`). t 95% CI: the Student-t interval of the paired mean "
+        "(`drigm.stats.t_interval`); the percentile bootstrap is too narrow with few seeds (3 seeds give 10 distinct "
+        "resamples), so a difference counts only where both intervals exclude 0.",
         "",
     ]
     curves = {c.proto.name: _rho_curve_points(c, AVERAGE, key) for c in cols}

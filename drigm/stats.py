@@ -1,8 +1,8 @@
 """Evaluation statistics after Agarwal et al. (NeurIPS 2021), "Deep RL at the edge of the statistical precipice".
 
 Our own numpy implementation (scipy.stats.trim_mean computes the IQM; rliable is not used): interquartile mean,
-lower-tail CVaR, stratified bootstrap confidence intervals, probability of improvement paired by seed, and
-performance profiles.
+lower-tail CVaR, stratified bootstrap confidence intervals, probability of improvement paired by seed,
+performance profiles, and a Student-t interval (scipy.stats.t) that checks paired differences over few seeds.
 
 Scores of one method are an array ``(envs, seeds, episodes)``: a 2-D ``(seeds, episodes)`` array is one test
 environment, and seed index i is the same trained run in every environment. Every bootstrap draws from
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.stats import t as student_t
 from scipy.stats import trim_mean
 
 DEFAULT_REPS = 10_000
@@ -125,6 +126,20 @@ def cvar(x: ArrayLike, alpha: float = 0.1) -> float:
     k = float(alpha) * a.size
     weights = np.clip(k - np.arange(a.size), 0.0, 1.0)  # the i-th smallest value's share of the tail (definition)
     return float(weights @ a / k)
+
+
+def t_interval(diffs: ArrayLike) -> tuple[float, float] | None:
+    """The 95% Student-t interval of the mean of `diffs` (1-D, e.g. per-seed paired differences): mean +-
+    t(0.975, n - 1) * std(ddof=1) / sqrt(n); None with fewer than two values.
+
+    With few seeds the percentile bootstrap of a mean is too narrow (3 seeds give 10 distinct resamples, and its
+    interval ignores that the spread itself is estimated); this interval is the small-sample check beside it."""
+    a = _array(diffs, "diffs", (1,))
+    if a.size < 2:
+        return None
+    half = float(student_t.ppf(0.5 + CI_LEVEL / 2.0, a.size - 1) * a.std(ddof=1) / np.sqrt(a.size))
+    m = float(a.mean())
+    return m - half, m + half
 
 
 def _resample(shape: tuple[int, ...], reps: int, rng: np.random.Generator) -> Iterator[NDArray[np.intp]]:

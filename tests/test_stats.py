@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import trim_mean
 
 from drigm import stats
+from drigm.report import cell
 
 
 def test_iqm_known_values_and_scipy_semantics() -> None:
@@ -52,6 +53,22 @@ def test_probability_of_improvement_is_paired_by_seed() -> None:
     assert imp.p == pytest.approx(0.5) and imp.n_pairs == 2 and imp.seeds == [0, 1]
     assert imp.mean_diff == pytest.approx((5.0 - 20.0) / 2)
     assert imp.ci is not None and imp.ci[0] <= imp.p <= imp.ci[1]
+
+
+def test_t_interval_known_values_and_wider_than_the_bootstrap_with_few_seeds() -> None:
+    # mean 2, std(ddof=1) 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.302653 / 1.732051
+    lo, hi = stats.t_interval([1.0, 2.0, 3.0])  # type: ignore[misc]
+    assert (lo, hi) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-5)
+    assert stats.t_interval([0.5]) is None
+    # n = 30 of a large sample: close to the normal interval mean +- 1.96 SE
+    x = np.random.default_rng(4).normal(size=30)
+    lo, hi = stats.t_interval(x)  # type: ignore[misc]
+    se = x.std(ddof=1) / np.sqrt(30)
+    assert hi - lo == pytest.approx(2 * 2.04523 * se, rel=1e-4)
+    # 3 seeds, all positive: the percentile bootstrap of the mean stays above 0, the t interval does not
+    diffs = [0.01, 0.02, 0.03]
+    assert cell(diffs).ci is not None and cell(diffs).ci[0] > 0  # type: ignore[index]
+    assert stats.t_interval(diffs)[0] < 0  # type: ignore[index]
 
 
 def test_bootstrap_contains_the_point_shrinks_with_data_and_is_reproducible() -> None:
@@ -129,6 +146,9 @@ def test_performance_profile_known_values_and_band() -> None:
             lambda: stats.probability_of_improvement({0: [[1.0], [2.0]]}, {0: [1.0]}),
             r"x\[0\] has 2 environment\(s\) \(shape \(2, 1\)\) but y\[0\] has 1",
         ),
+        (lambda: stats.t_interval([[1.0, 2.0]]), r"diffs must be a 1-D array; got shape \(1, 2\)"),
+        (lambda: stats.t_interval([1.0, np.nan]), r"diffs has a non-finite value nan at index \(1,\)"),
+        (lambda: stats.t_interval([]), r"diffs is empty"),
         (lambda: stats.performance_profile({"a": [[1.0]]}, []), r"taus is empty"),
         (lambda: stats.performance_profile({}, [0.0]), r"scores_by_method must be a non-empty mapping"),
         (lambda: stats.performance_profile({"a": [[np.nan]]}, [0.0]), r"scores_by_method\['a'\] has a non-finite"),

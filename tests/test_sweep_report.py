@@ -22,7 +22,7 @@ from drigm.protocol import (
     protocol_names,
     protocol_presets,
 )
-from drigm.report import cell, report, report_main
+from drigm.report import _versus, cell, report, report_main
 from drigm.run import CHECKPOINT, Trainer
 from drigm.sweep import TRAIN_DONE, read_curve, result_path, sweep, sweep_main, train_dir
 from reference.game import Game, robust_vs_nominal_game, save_game
@@ -512,3 +512,21 @@ def test_report_robust_statistics_iqm_worst_case_improvement_profiles(tmp_path: 
     assert len(prof["taus"]) == 101 and prof["fraction"][0] == 1.0 and prof["fraction"][-1] == 0.0
     assert st["profiles"]["qmix-none"]["fraction"][-1] == 0.0 and json.loads(json.dumps(summary["stats"])) == st
     assert "| qmix-exact-contamination | qmix-none | average | 3 | 1.000 [1.000, 1.000] | +10.000" in md
+
+
+def test_versus_counts_a_difference_only_where_bootstrap_and_t_intervals_both_exclude_zero() -> None:
+    cases = {
+        (0.010, 0.011, 0.012, 0.0105, 0.0115): "robust higher (both CIs exclude 0)",
+        (-0.010, -0.011, -0.012, -0.0105, -0.0115): "robust LOWER (both CIs exclude 0)",
+        # 3 seeds all ahead: the bootstrap interval is [0.01, 0.03]-ish, the t interval reaches below 0
+        (0.01, 0.02, 0.03): "robust higher by the bootstrap CI only",
+        (-0.01, -0.02, -0.03): "robust LOWER by the bootstrap CI only",
+        (-0.01, 0.01, 0.02): "no clear difference",
+        (0.02,): "n/a (needs 2+ paired seeds)",
+    }
+    for diffs, verdict in cases.items():
+        c, t_ci, v = _versus(list(diffs))
+        assert v.startswith(verdict), (diffs, v)
+        assert c.mean == pytest.approx(np.mean(diffs))
+        if len(diffs) > 1:
+            assert t_ci is not None and t_ci[0] < c.mean < t_ci[1]
