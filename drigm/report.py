@@ -358,7 +358,7 @@ def _exact_vs_paper(col: Collected, key: str) -> list[str]:
             diffs.append(float(ea - eb))
         c = cell(diffs)
         better = difference_verdict(c.mean)
-        sig = _excludes_zero(c.ci) and _excludes_zero(_t_ci(diffs))
+        sig = _excludes_zero(c.ci) and _excludes_zero(stats.t_interval(diffs))
         rows.append(
             [m.replace("-exact", ""), str(len(common)), c.fmt(), f"{better}{' (both CIs exclude 0)' if sig else ''}"]
         )
@@ -782,15 +782,15 @@ def _rho_selection(
             vals = seed_means(c, chosen, AVERAGE, key)
             ctrl = next(iter(_controls(c, chosen)), None)
             diffs = _paired_average_diffs(c, chosen, ctrl, key)[0] if ctrl else []
-            d = cell(diffs) if diffs else None
+            d, t_ci = (cell(diffs), stats.t_interval(diffs)) if diffs else (None, None)
             entry["tests"][c.proto.name] = {
                 "score": cell(vals).__dict__ if vals else None,
                 "control": ctrl,
-                "versus_control": {**d.__dict__, "t_ci": _t_ci(diffs)} if d else None,
+                "versus_control": {**d.__dict__, "t_ci": t_ci} if d else None,
             }
             text = f"{cell(vals).fmt()} (n={len(vals)})" if vals else "missing"
             if d is not None:
-                text += f"; vs {ctrl}: {d.fmt()} t {_ci_text(_t_ci(diffs))}"
+                text += f"; vs {ctrl}: {d.fmt()} t {_ci_text(t_ci)}"
             elif ctrl is None and vals:
                 text += "; it is the control"
             row.append(text)
@@ -844,15 +844,10 @@ def _excludes_zero(ci: tuple[float, float] | None) -> bool:
     return ci is not None and (ci[0] > 0 or ci[1] < 0)
 
 
-def _t_ci(diffs: list[float]) -> tuple[float, float] | None:
-    """The Student-t 95% interval of the mean of `diffs` (None with fewer than two)."""
-    return stats.t_interval(diffs) if len(diffs) >= 2 else None
-
-
 def _versus(diffs: list[float]) -> tuple[Cell, tuple[float, float] | None, str]:
     """The paired differences' cell, their Student-t 95% interval, and a verdict that says plainly whether the
     bootstrap CI excludes 0 and whether the t interval (the small-sample check) agrees."""
-    c, t_ci = cell(diffs), _t_ci(diffs)
+    c, t_ci = cell(diffs), stats.t_interval(diffs)
     if c.ci is None or t_ci is None:
         return c, t_ci, "n/a (needs 2+ paired seeds)"
     if _excludes_zero(c.ci):

@@ -60,7 +60,7 @@ def test_t_interval_known_values_and_wider_than_the_bootstrap_with_few_seeds() -
     lo, hi = stats.t_interval([1.0, 2.0, 3.0])  # type: ignore[misc]
     assert (lo, hi) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-5)
     assert stats.t_interval([0.5]) is None
-    # n = 30 of a large sample: close to the normal interval mean +- 1.96 SE
+    # n = 30: the half-width uses t(0.975, 29) = 2.04523, not the normal 1.96
     x = np.random.default_rng(4).normal(size=30)
     lo, hi = stats.t_interval(x)  # type: ignore[misc]
     se = x.std(ddof=1) / np.sqrt(30)
