@@ -460,7 +460,9 @@ def _stats_section(
         "- **P(improvement)** of a method X over a matched control Y (`drigm.protocol.matched_controls`), paired "
         "by seed: for each seed in both and each test environment, P(X > Y) + 0.5 P(X = Y) over all pairs of the "
         "two runs' test episodes (Mann-Whitney); averaged over the environments, then over the paired seeds. CI: "
-        "paired seeds resampled. The paired mean difference is X's mean minus Y's, per seed, averaged likewise.",
+        "paired seeds resampled; t: the Student-t interval of the per-seed values (not clipped to [0, 1]), the "
+        "small-sample check, since the bootstrap of 3-5 seeds is too narrow. The paired mean difference is X's "
+        "mean minus Y's, per seed, averaged likewise.",
         "- **Performance profiles** (`profiles.png`): the fraction of runs (seed x test episode, pooled over the "
         "test environments) with a value > tau, band = pointwise 95% stratified bootstrap interval.",
         "",
@@ -525,15 +527,23 @@ def _stats_section(
                         ctrl,
                         scope,
                         str(imp.n_pairs),
-                        f"{imp.p:.3f} {_ci_text(imp.ci)}",
-                        f"{imp.mean_diff:+.3f} {_ci_text(imp.mean_diff_ci)}",
+                        f"{imp.p:.3f} {_ci_text(imp.ci)} t {_ci_text(imp.t_ci)}",
+                        f"{imp.mean_diff:+.3f} {_ci_text(imp.mean_diff_ci)} t {_ci_text(imp.mean_diff_t_ci)}",
                     ]
                 )
     md += ["### Probability of improvement over matched controls (paired by seed)", ""]
     md += (
         [
             _md_table(
-                ["method", "control", "test", "paired seeds", "P(improvement) [CI]", "paired mean diff [CI]"], rows
+                [
+                    "method",
+                    "control",
+                    "test",
+                    "paired seeds",
+                    "P(improvement) [CI] t [CI]",
+                    "paired mean diff [CI] t [CI]",
+                ],
+                rows,
             ),
             "",
         ]
@@ -940,7 +950,7 @@ def overview(
                 poi_text = "n/a"
                 if poi is not None:
                     entry["improvement"] = stats.as_dict(poi)
-                    poi_text = f"{poi.p:.2f} {_ci_text(poi.ci)}"
+                    poi_text = f"{poi.p:.2f} {_ci_text(poi.ci)} t {_ci_text(poi.t_ci)}"
                 data.setdefault("versus_control", {}).setdefault(c.proto.name, {}).setdefault(m, {})[base] = entry
                 if base.endswith("-none"):
                     data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = entry
@@ -952,13 +962,14 @@ def overview(
         "paired seeds",
         f"{key}: method - control",
         "t 95% CI",
-        "P(improvement) [CI]",
+        "P(improvement) [CI] t [CI]",
     ]
     md += [
         _md_table([*header, "verdict"], vrows),
         "",
         "P(improvement): per paired seed and test environment, P(X > Y) + 0.5 P(X = Y) over all pairs of the two "
-        "runs' test episodes, averaged over environments and paired seeds; CI: paired seeds resampled "
+        "runs' test episodes, averaged over environments and paired seeds; CI: paired seeds resampled, t: the "
+        "Student-t interval of the per-seed values, not clipped to [0, 1] "
         "(`drigm.stats.probability_of_improvement`). t 95% CI: the Student-t interval of the paired mean "
         "(`drigm.stats.t_interval`); the percentile bootstrap is too narrow with few seeds (3 seeds give 10 distinct "
         "resamples), so a difference counts only where both intervals exclude 0.",

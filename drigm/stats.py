@@ -52,7 +52,8 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Improvement:
-    """P(X > Y) paired by seed, with a seed-bootstrap interval, and the paired mean difference X - Y."""
+    """P(X > Y) paired by seed and the paired mean difference X - Y, each with a seed-bootstrap interval and the
+    Student-t interval over paired seeds (the small-sample check; None with one paired seed)."""
 
     p: float
     ci: tuple[float, float] | None
@@ -60,6 +61,8 @@ class Improvement:
     seeds: list[int]
     mean_diff: float
     mean_diff_ci: tuple[float, float] | None
+    t_ci: tuple[float, float] | None = None
+    mean_diff_t_ci: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -213,8 +216,10 @@ def probability_of_improvement(
         p_se = (1 / (n m)) * sum_i sum_j [1(x_i > y_j) + 0.5 * 1(x_i = y_j)]     (Mann-Whitney),
     p_s = the mean of p_se over e, and P(X > Y) = the mean of p_s over paired seeds (Agarwal et al.'s average of
     per-task statistics, with runs paired by seed). The paired mean difference is the mean over paired seeds of
-    the mean over e of (mean_i x_i - mean_j y_j). Both intervals: 95% percentiles over paired seeds resampled with
-    replacement (one draw for both); None with one paired seed.
+    the mean over e of (mean_i x_i - mean_j y_j). Both bootstrap intervals (`ci`, `mean_diff_ci`): 95% percentiles
+    over paired seeds resampled with replacement (one draw for both). Both Student-t intervals (`t_ci`,
+    `mean_diff_t_ci`): :func:`t_interval` of the per-seed p_s and differences; the t interval of P is not clipped
+    to [0, 1], so a bound outside it shows how few seeds there are. All None with one paired seed.
     """
     if not isinstance(x, Mapping) or not x:
         raise ValueError(f"x must be a non-empty mapping seed -> scores; got {x!r}")
@@ -243,7 +248,7 @@ def probability_of_improvement(
         idx = np.random.default_rng(seed).integers(0, len(seeds), size=(reps, len(seeds)))
         (plo, phi), (dlo, dhi) = _interval(p[idx].mean(axis=1)), _interval(d[idx].mean(axis=1))
         ci, dci = (float(plo), float(phi)), (float(dlo), float(dhi))
-    return Improvement(float(p.mean()), ci, len(seeds), seeds, float(d.mean()), dci)
+    return Improvement(float(p.mean()), ci, len(seeds), seeds, float(d.mean()), dci, t_interval(p), t_interval(d))
 
 
 def performance_profile(

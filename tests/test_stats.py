@@ -53,6 +53,11 @@ def test_probability_of_improvement_is_paired_by_seed() -> None:
     assert imp.p == pytest.approx(0.5) and imp.n_pairs == 2 and imp.seeds == [0, 1]
     assert imp.mean_diff == pytest.approx((5.0 - 20.0) / 2)
     assert imp.ci is not None and imp.ci[0] <= imp.p <= imp.ci[1]
+    # Student-t intervals over the per-seed values: P per seed (1, 0), differences per seed (5, -20)
+    assert imp.t_ci == pytest.approx(stats.t_interval([1.0, 0.0]))
+    assert imp.mean_diff_t_ci == pytest.approx(stats.t_interval([5.0, -20.0]))
+    assert imp.t_ci is not None and imp.t_ci[0] < 0.0 < 1.0 < imp.t_ci[1]  # not clipped: two seeds say little
+    assert stats.probability_of_improvement({0: [1.0]}, {0: [0.0]}).t_ci is None
 
 
 def test_t_interval_known_values_and_wider_than_the_bootstrap_with_few_seeds() -> None:

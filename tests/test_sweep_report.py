@@ -511,7 +511,9 @@ def test_report_robust_statistics_iqm_worst_case_improvement_profiles(tmp_path: 
     prof = st["profiles"]["qmix-exact-contamination"]
     assert len(prof["taus"]) == 101 and prof["fraction"][0] == 1.0 and prof["fraction"][-1] == 0.0
     assert st["profiles"]["qmix-none"]["fraction"][-1] == 0.0 and json.loads(json.dumps(summary["stats"])) == st
-    assert "| qmix-exact-contamination | qmix-none | average | 3 | 1.000 [1.000, 1.000] | +10.000" in md
+    row = "| qmix-exact-contamination | qmix-none | average | 3 | 1.000 [1.000, 1.000] t [1.000, 1.000] | +10.000"
+    assert row in md
+    assert e["t_ci"] == pytest.approx([1.0, 1.0]) and e["mean_diff_t_ci"] is not None  # the small-sample check
 
 
 def test_versus_counts_a_difference_only_where_bootstrap_and_t_intervals_both_exclude_zero() -> None:
