@@ -84,6 +84,7 @@ class Collected:
     failed: list[tuple[Job, str]] = field(default_factory=list)
     stale: list[Job] = field(default_factory=list)
     unfinished: list[Job] = field(default_factory=list)
+    excluded: list[Job] = field(default_factory=list)  # requested, but left out on request (--exclude-seeds)
 
     def methods(self) -> list[str]:
         """Requested methods, in request order."""
@@ -109,8 +110,15 @@ def detect_scale(protocol: str, out_root: Path, preset: str | None = None) -> st
     return found[0]
 
 
-def collect(protocol: str, out_root: Path, scale: str, preset: str | None = None) -> Collected:
-    """Load every requested job's results (sweep.json), classifying the rest as missing, failed or stale."""
+def collect(
+    protocol: str,
+    out_root: Path,
+    scale: str,
+    preset: str | None = None,
+    exclude: frozenset[tuple[str, int]] = frozenset(),
+) -> Collected:
+    """Load every requested job's results (sweep.json), classifying the rest as missing, failed or stale; the
+    (method, seed) pairs in `exclude` are set aside as excluded and enter no statistic."""
     proto = load_protocol(protocol, scale, preset=preset)
     manifest = result_dir(out_root, proto.name, proto.label) / "sweep.json"
     if not manifest.is_file():
@@ -120,8 +128,9 @@ def collect(protocol: str, out_root: Path, scale: str, preset: str | None = None
         jobs = [Job(j["algo"], j["target"], j["set"], j["rho"], int(j["seed"]), j.get("tag", "")) for j in raw]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"{str(manifest)!r} is malformed: {exc}") from exc
-    col = Collected(proto, jobs)
-    for job in jobs:
+    col = Collected(proto, [j for j in jobs if (j.method, j.seed) not in exclude])
+    col.excluded = [j for j in jobs if (j.method, j.seed) in exclude]
+    for job in col.requested:
         path = result_path(out_root, proto.name, proto.label, job)
         err = path.with_suffix(".error.txt")
         if is_finished(path, proto, job):
@@ -425,6 +434,40 @@ def _ci_text(ci: tuple[float, float] | list[float] | None) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "[n/a]"
 
 
+def _point_cis(point: float, ci: tuple[float, float] | None, t_ci: tuple[float, float] | None, fmt: str) -> str:
+    """``point [bootstrap CI] t [Student-t CI]``, the point formatted with `fmt` (e.g. ``+.3f``)."""
+    return f"{point:{fmt}} {_ci_text(ci)} t {_ci_text(t_ci)}"
+
+
+def parse_exclude_seeds(text: str | None) -> frozenset[tuple[str, int]]:
+    """``METHOD:SEED[,METHOD:SEED...]`` as a set of (method, seed); ConfigError naming the first bad item."""
+    out = set()
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        method, sep, seed = item.rpartition(":")
+        try:
+            if not sep or not method:
+                raise ValueError
+            out.add((method, int(seed)))
+        except ValueError:
+            raise ConfigError(f"--exclude-seeds: {item!r} is not METHOD:SEED (e.g. qmix-groupdr:0)") from None
+    return frozenset(out)
+
+
+def _excluded_lines(cols: list[Collected]) -> list[str]:
+    """Markdown naming the runs left out on request (empty when none were)."""
+    per: dict[str, set[int]] = {}
+    for c in cols:
+        for j in c.excluded:
+            per.setdefault(j.method, set()).add(j.seed)
+    if not per:
+        return []
+    items = [f"- {m}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}" for m, s in per.items()]
+    return ["## Excluded on request (--exclude-seeds)", "", "These runs enter no figure on this page:", "", *items, ""]
+
+
 def _stats_section(
     col: Collected, key: str, label: str, compat: list[str]
 ) -> tuple[list[str], dict[str, Any], dict[str, stats.Profile]]:
@@ -527,8 +570,8 @@ def _stats_section(
                         ctrl,
                         scope,
                         str(imp.n_pairs),
-                        f"{imp.p:.3f} {_ci_text(imp.ci)} t {_ci_text(imp.t_ci)}",
-                        f"{imp.mean_diff:+.3f} {_ci_text(imp.mean_diff_ci)} t {_ci_text(imp.mean_diff_t_ci)}",
+                        _point_cis(imp.p, imp.ci, imp.t_ci, ".3f"),
+                        _point_cis(imp.mean_diff, imp.mean_diff_ci, imp.mean_diff_t_ci, "+.3f"),
                     ]
                 )
     md += ["### Probability of improvement over matched controls (paired by seed)", ""]
@@ -592,14 +635,16 @@ def report(
     results_root: Path = DEFAULT_RESULTS,
     scale: str | None = None,
     preset: str | None = None,
+    exclude: frozenset[tuple[str, int]] = frozenset(),
 ) -> dict[str, Any]:
-    """Write results.md, summary.json, ood.png and learning_curves.png for a protocol; return the summary.
+    """Write results.md, summary.json, ood.png and learning_curves.png for a protocol; return the summary. The
+    (method, seed) runs in `exclude` enter no figure and are listed as excluded.
 
     They go to ``results_root/<protocol>/`` (``results_root/<protocol>/<preset>/`` for a protocol with presets).
     """
     out_root = Path(out_root).resolve()
     scale = scale or detect_scale(str(protocol), out_root, preset)
-    col = collect(str(protocol), out_root, scale, preset)
+    col = collect(str(protocol), out_root, scale, preset, exclude)
     proto = col.proto
     dest = Path(results_root) / proto.name
     if proto.preset is not None:
@@ -613,6 +658,7 @@ def report(
         "metrics": {},
         "missing": [],
         "failed": [],
+        "excluded": [[j.method, j.seed] for j in col.excluded],
     }
     md = [
         f"# {proto.name}: results",
@@ -622,6 +668,7 @@ def report(
         f"Scale: {_describe_scale(col)}. Statistics over training seeds: mean +- standard error "
         f"[95% bootstrap CI, {BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}]; SE and CI need 2+ seeds.",
         "",
+        *_excluded_lines([col]),
     ]
     incompatible = {
         name: t["incompatible"]
@@ -877,6 +924,7 @@ def overview(
     preset: str | None = None,
     select_on: str | None = None,
     min_select_seeds: int = MIN_SELECT_SEEDS,
+    exclude: frozenset[tuple[str, int]] = frozenset(),
 ) -> Path:
     """One page over several protocols that share their runs (day sets of one experiment): every method's score on
     each, the paper's numbers beside them where the protocol has them, and each robust method against its
@@ -884,13 +932,15 @@ def overview(
 
     `select_on` names a validation protocol sharing the runs: for each rho curve the rho with the best validation
     score is chosen there (never on a test day set) among the radii with `min_select_seeds`+ seeds there, and its
-    test scores are reported beside the controls."""
+    test scores are reported beside the controls. The (method, seed) runs in `exclude` enter no figure (validation
+    included) and are listed as excluded."""
     if min_select_seeds < 1:
         raise ConfigError(f"--min-select-seeds must be at least 1, got {min_select_seeds}")
-    cols = [collect(p, Path(out_root).resolve(), scale, preset) for p in protocols]
+    cols = [collect(p, Path(out_root).resolve(), scale, preset, exclude) for p in protocols]
     methods = list(dict.fromkeys(m for c in cols for m in c.methods()))
     key = "score" if all(c.proto.score is not None for c in cols) else "returns"
     data: dict[str, Any] = {"protocols": [c.proto.name for c in cols], "scale": scale, "preset": preset, "metric": key}
+    data["excluded"] = sorted({(j.method, j.seed) for c in cols for j in c.excluded})
     header = ["method"]
     for c in cols:
         header.append(f"{c.proto.name}: {c.proto.description}")
@@ -922,6 +972,7 @@ def overview(
         "[95% bootstrap CI]; where the paper reports the column, SE uses its convention (std(ddof=0) / sqrt(n)) "
         "and 'matches' means the two mean +- SE intervals overlap.",
         "",
+        *_excluded_lines(cols),
         _md_table(header, rows),
         "",
         "## Does robust training beat its matched control?",
@@ -950,7 +1001,7 @@ def overview(
                 poi_text = "n/a"
                 if poi is not None:
                     entry["improvement"] = stats.as_dict(poi)
-                    poi_text = f"{poi.p:.2f} {_ci_text(poi.ci)} t {_ci_text(poi.t_ci)}"
+                    poi_text = _point_cis(poi.p, poi.ci, poi.t_ci, ".2f")
                 data.setdefault("versus_control", {}).setdefault(c.proto.name, {}).setdefault(m, {})[base] = entry
                 if base.endswith("-none"):
                     data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = entry
@@ -994,7 +1045,7 @@ def overview(
             "",
         ]
     if select_on is not None:
-        val = collect(select_on, Path(out_root).resolve(), scale, preset)
+        val = collect(select_on, Path(out_root).resolve(), scale, preset, exclude)
         if val.proto.name in data["protocols"]:
             raise ConfigError(f"--select-on {select_on!r} is one of the reported day sets; validation must differ")
         lines, data["rho_selected"] = _rho_selection(val, cols, key, min_select_seeds)
@@ -1043,7 +1094,33 @@ def report_parser(prog: str = "drigm report") -> argparse.ArgumentParser:
         metavar="N",
         help=f"with --select-on: a radius competes once it has N+ validation seeds (default {MIN_SELECT_SEEDS})",
     )
+    p.add_argument(
+        "--exclude-seeds",
+        default=None,
+        metavar="METHOD:SEED,...",
+        help="leave these runs out of every figure (listed as excluded), e.g. qmix-groupdr:0 for a diverged seed; "
+        "write to another --results-root so that the full report stays",
+    )
+    p.add_argument(
+        "--overview-only",
+        action="store_true",
+        help="with --overview: write only the overview, not each protocol's report",
+    )
     return p
+
+
+def _check_excluded(names: list[str], args: argparse.Namespace, exclude: frozenset[tuple[str, int]]) -> None:
+    """ConfigError naming every (method, seed) of `exclude` that no reported protocol requested (a typo would
+    otherwise exclude nothing, silently)."""
+    out_root = Path(args.out_root).resolve()
+    found: set[tuple[str, int]] = set()
+    for name in names + ([args.select_on] if args.select_on else []):
+        scale = args.scale or detect_scale(name, out_root, args.preset)
+        found |= {(j.method, j.seed) for j in collect(name, out_root, scale, args.preset, exclude).excluded}
+    unmatched = sorted(exclude - found)
+    if unmatched:
+        items = ", ".join(f"{m}:{s}" for m, s in unmatched)
+        raise ConfigError(f"--exclude-seeds {items}: no such run was requested by {', '.join(names)}")
 
 
 def report_main(argv: list[str]) -> int:
@@ -1052,8 +1129,13 @@ def report_main(argv: list[str]) -> int:
     names = [n.strip() for n in args.protocol.split(",") if n.strip()]
     complete = True
     try:
-        for name in names:
-            s = report(name, args.out_root, args.results_root, args.scale, args.preset)
+        if args.overview_only and not args.overview:
+            raise ConfigError("--overview-only needs --overview NAME")
+        exclude = parse_exclude_seeds(args.exclude_seeds)
+        if exclude:
+            _check_excluded(names, args, exclude)
+        for name in [] if args.overview_only else names:
+            s = report(name, args.out_root, args.results_root, args.scale, args.preset, exclude)
             print((Path(s["results_dir"]) / "results.md").read_text())
             if not s["complete"]:
                 complete = False
@@ -1065,7 +1147,7 @@ def report_main(argv: list[str]) -> int:
             scale = args.scale or detect_scale(names[0], Path(args.out_root).resolve(), args.preset)
             path = overview(
                 names, args.out_root, args.results_root, args.overview, scale, args.preset,
-                select_on=args.select_on, min_select_seeds=args.min_select_seeds,
+                select_on=args.select_on, min_select_seeds=args.min_select_seeds, exclude=exclude,
             )  # fmt: skip
             print(path.read_text())
     except ConfigError as exc:

@@ -61,8 +61,8 @@ class Improvement:
     seeds: list[int]
     mean_diff: float
     mean_diff_ci: tuple[float, float] | None
-    t_ci: tuple[float, float] | None = None
-    mean_diff_t_ci: tuple[float, float] | None = None
+    t_ci: tuple[float, float] | None
+    mean_diff_t_ci: tuple[float, float] | None
 
 
 @dataclass(frozen=True)

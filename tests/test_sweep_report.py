@@ -532,3 +532,53 @@ def test_versus_counts_a_difference_only_where_bootstrap_and_t_intervals_both_ex
         assert c.mean == pytest.approx(np.mean(diffs))
         if len(diffs) > 1:
             assert t_ci is not None and t_ci[0] < c.mean < t_ci[1]
+
+
+def test_report_exclude_seeds_leaves_a_run_out_of_every_figure_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--exclude-seeds METHOD:SEED` drops that run from the report's and the overview's statistics (a diverged
+    seed), lists it as excluded in the page and the JSON, and rejects specs that match no requested run."""
+    path = _variant(
+        tmp_path, "smoke-excl", "run: {learner: {gamma: 0.9}}\nscore: {offset: 10, scale: 10}\n"
+    )  # fmt: skip
+    proto = load_protocol(path, "smoke")
+    jobs = proto.jobs(["qmix"], ["none", "exact"], ["contamination"], [0, 1, 2])
+    base = np.random.default_rng(1).normal(size=(3, len(proto.tests), proto.eval_episodes))
+    robust = base + 1.0
+    robust[2] -= 1000.0  # seed 2 diverged
+    out, res = tmp_path / "runs", tmp_path / "res"
+    write_fake_results(out, proto, jobs, {"qmix-none": base, "qmix-exact-contamination": robust})
+    common = [str(path), "--scale", "smoke", "--out-root", str(out), "--results-root", str(res)]
+    assert report_main([*common, "--overview", "ov", "--exclude-seeds", "qmix-exact-contamination:2"]) == 0
+    summary = json.loads((res / "smoke-excl" / "summary.json").read_text())
+    assert summary["excluded"] == [["qmix-exact-contamination", 2]] and summary["missing"] == []
+    first = proto.tests[0].name
+    cellv = summary["metrics"]["score"]["qmix-exact-contamination"][first]
+    assert cellv["values"] == pytest.approx([np.mean(robust[s, 0]) / 10 + 1 for s in (0, 1)])  # seeds 0, 1 only
+    assert summary["metrics"]["score"]["qmix-none"][first]["values"] == pytest.approx(
+        [np.mean(base[s, 0]) / 10 + 1 for s in range(3)]
+    )  # the other method keeps all its seeds
+    page = (res / "ov.md").read_text()
+    assert "## Excluded on request (--exclude-seeds)" in page and "- qmix-exact-contamination: seed 2" in page
+    ov = json.loads((res / "ov.json").read_text())
+    assert ov["excluded"] == [["qmix-exact-contamination", 2]]
+    vs = ov["versus_none"]["smoke-excl"]["qmix-exact-contamination"]
+    assert vs["n_pairs"] == 2 and vs["mean"] == pytest.approx(0.1)  # +1 return per step / scale 10, seed 2 out
+    assert "Excluded on request" in (res / "smoke-excl" / "results.md").read_text()
+    # --overview-only writes the overview and leaves the protocol's report alone
+    (res / "smoke-excl" / "results.md").unlink()
+    assert report_main([*common, "--overview", "ov2", "--overview-only"]) == 0
+    assert (res / "ov2.md").is_file() and not (res / "smoke-excl" / "results.md").exists()
+    ov2 = json.loads((res / "ov2.json").read_text())
+    assert ov2["excluded"] == [] and ov2["versus_none"]["smoke-excl"]["qmix-exact-contamination"]["n_pairs"] == 3
+    capsys.readouterr()
+    for bad, needle in [
+        (["--exclude-seeds", "qmix-exact-contamination:7"], "qmix-exact-contamination:7: no such run was requested"),
+        (["--exclude-seeds", "qmix-exact:0"], "qmix-exact:0: no such run"),
+        (["--exclude-seeds", "qmix-none"], "'qmix-none' is not METHOD:SEED"),
+        (["--exclude-seeds", "qmix-none:x"], "'qmix-none:x' is not METHOD:SEED"),
+        (["--overview-only"], "--overview-only needs --overview NAME"),
+    ]:
+        assert report_main([*common, *bad]) == 2, bad
+        assert needle in capsys.readouterr().err, bad
