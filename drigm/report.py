@@ -110,15 +110,9 @@ def detect_scale(protocol: str, out_root: Path, preset: str | None = None) -> st
     return found[0]
 
 
-def collect(
-    protocol: str,
-    out_root: Path,
-    scale: str,
-    preset: str | None = None,
-    exclude: frozenset[tuple[str, int]] = frozenset(),
-) -> Collected:
-    """Load every requested job's results (sweep.json), classifying the rest as missing, failed or stale; the
-    (method, seed) pairs in `exclude` are set aside as excluded and enter no statistic."""
+def requested_jobs(protocol: str, out_root: Path, scale: str, preset: str | None = None) -> tuple[Protocol, list[Job]]:
+    """The protocol and the jobs its sweeps requested (its sweep.json); ConfigError when that file is absent or
+    malformed."""
     proto = load_protocol(protocol, scale, preset=preset)
     manifest = result_dir(out_root, proto.name, proto.label) / "sweep.json"
     if not manifest.is_file():
@@ -128,6 +122,19 @@ def collect(
         jobs = [Job(j["algo"], j["target"], j["set"], j["rho"], int(j["seed"]), j.get("tag", "")) for j in raw]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"{str(manifest)!r} is malformed: {exc}") from exc
+    return proto, jobs
+
+
+def collect(
+    protocol: str,
+    out_root: Path,
+    scale: str,
+    preset: str | None = None,
+    exclude: frozenset[tuple[str, int]] = frozenset(),
+) -> Collected:
+    """Load every requested job's results (sweep.json), classifying the rest as missing, failed or stale; the
+    (method, seed) pairs in `exclude` are set aside as excluded and enter no statistic."""
+    proto, jobs = requested_jobs(protocol, out_root, scale, preset)
     col = Collected(proto, [j for j in jobs if (j.method, j.seed) not in exclude])
     col.excluded = [j for j in jobs if (j.method, j.seed) in exclude]
     for job in col.requested:
@@ -1116,7 +1123,7 @@ def _check_excluded(names: list[str], args: argparse.Namespace, exclude: frozens
     found: set[tuple[str, int]] = set()
     for name in names + ([args.select_on] if args.select_on else []):
         scale = args.scale or detect_scale(name, out_root, args.preset)
-        found |= {(j.method, j.seed) for j in collect(name, out_root, scale, args.preset, exclude).excluded}
+        found |= {(j.method, j.seed) for j in requested_jobs(name, out_root, scale, args.preset)[1]}
     unmatched = sorted(exclude - found)
     if unmatched:
         items = ", ".join(f"{m}:{s}" for m, s in unmatched)
