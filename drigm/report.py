@@ -502,7 +502,8 @@ def _stats_section(
         "by all test environments: a seed is one trained run tested on each), then each drawn seed's episodes "
         "resampled with replacement within each test environment. n/a with one seed.",
         "- **Worst environment**: the minimum over test environments of the environment's mean over seeds and "
-        "episodes (the CI takes the minimum in each bootstrap resample).",
+        "episodes (the CI takes the minimum in each bootstrap resample); `summary.json` also gives each seed's own "
+        "worst environment (`per_seed_worst`).",
         f"- **CVaR{CVAR_ALPHA:.0%}**: for each seed and test environment, the mean of the worst {CVAR_ALPHA:.0%} of "
         f"its test episodes (lower tail of the empirical distribution, fractional: with k = {CVAR_ALPHA} n, the "
         "floor(k) smallest values plus (k - floor k) times the next, divided by k); then the mean over test "
@@ -546,10 +547,15 @@ def _stats_section(
             float(np.mean([stats.cvar(a[e, i], CVAR_ALPHA) for e in range(a.shape[0])])) for i in range(a.shape[1])
         ]
         cv = cell(per_seed)
+        env_means = a.mean(axis=2)  # (envs, seeds)
         data.setdefault("worst_case", {})[m] = {
             "seeds": seeds,
             "worst_env": worst_env,
             "worst_env_mean": stats.as_dict(worst),
+            "per_seed_worst": {  # each seed's own worst test environment, for per-seed comparisons
+                str(s): {"env": compat[int(np.argmin(env_means[:, i]))], "mean": float(env_means[:, i].min())}
+                for i, s in enumerate(seeds)
+            },
             "cvar": {"alpha": CVAR_ALPHA, **cv.__dict__},
         }
         rows.append([m, str(len(seeds)), worst_env, worst.fmt(), cv.fmt()])

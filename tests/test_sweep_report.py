@@ -494,6 +494,12 @@ def test_report_robust_statistics_iqm_worst_case_improvement_profiles(tmp_path: 
     assert st["iqm"]["qmix-none"]["nominal"]["point"] == pytest.approx(trim_mean(scores[:, 0].ravel(), 0.25))
     w = st["worst_case"]["qmix-none"]
     assert w["worst_env"] == "long" and w["worst_env_mean"]["point"] == pytest.approx(scores[:, 1].mean())
+    for s in range(3):  # each seed's own worst environment and its mean over that seed's test episodes
+        env = int(np.argmin(scores[s].mean(axis=1)))
+        assert w["per_seed_worst"][str(s)] == {
+            "env": ["nominal", "long"][env],
+            "mean": pytest.approx(scores[s, env].mean()),
+        }
     per_seed = [np.mean([np.sort(scores[s, e])[0] for e in range(2)]) for s in range(3)]  # 10% of 10: the worst
     assert w["cvar"]["alpha"] == 0.1 and w["cvar"]["mean"] == pytest.approx(np.mean(per_seed))
     imp = {(e["method"], e["control"], e["test"]): e for e in st["improvement"]}
