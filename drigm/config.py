@@ -46,6 +46,9 @@ class ConfigError(ValueError):
     """A configuration key, type or value is invalid; the message names the key."""
 
 
+TD_REWARDS = ("team", "agent_sum")
+"""``learner.td_reward``: the team reward once, or added once per agent (the seed paper's training reward)."""
+
 REPLAY_MODES = ("episodes", "transitions")
 """``learner.replay``: whole-episode replay, or the seed paper's transition replay with per-transition windows."""
 
@@ -87,6 +90,10 @@ class AgentConfig:
     agent_id: bool = True
     last_action: bool = False
     history: int = 1
+    pad_action: int | None = None
+    """None: no previous action before an episode's first step, and window positions before it are skipped. An
+    action index p (the seed paper's 0): the previous action there is p (its one-hot), and the padded window
+    positions are real inputs (zero observation, previous action p) that the network runs over (window agents)."""
 
 
 @dataclass
@@ -157,6 +164,11 @@ class LearnerConfig:
     ``td_lambda`` > 0 regresses on lambda-returns (pymarl2's TD(lambda), off-policy corrections ignored as
     there) instead of one-step targets; only for targets affine in V_hat(s') (kind none, or contamination).
 
+    ``td_reward``: the reward the TD target sees (times ``reward_scale``): ``team`` (the env's team reward, once)
+    or ``agent_sum`` (the team reward added once per agent, N x r: the seed paper's ``sum(rewards.values())``).
+    ``store_final`` false never stores an episode's last transition (the seed paper's loop breaks on ``done``
+    before storing it).
+
     ``reward_model`` (GroupDR, :mod:`drigm.reward_estimator`): a reward-estimator file (a relative path is taken
     from the run directory); the TD target then uses min over its climates of r_hat_c(s, a, t) instead of the
     batch reward. Unset (None) it is left out of the config's ``to_dict``, so configs from before it keep their keys.
@@ -166,6 +178,8 @@ class LearnerConfig:
     replay: str = "episodes"
     td_lambda: float = 0.0
     reward_scale: float = 1.0
+    td_reward: str = "team"
+    store_final: bool = True
     input_norm: bool = False
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -222,6 +236,9 @@ class RunConfig:
     progress: bool = True
     n_envs: int | None = None
     """Episodes collected at once, on batched environments only (smax); None: 16 on smax, 1 elsewhere."""
+    train_seed_draw: list[int] | None = None
+    """``[S, HIGH]``: training episode k plays env seed ``numpy.random.default_rng(S).integers(0, HIGH)`` draw k, the
+    same sequence for every run seed (the seed paper's loop: S = 42, HIGH = 200); None: drawn per run seed."""
     preset: str | None = None
     """The named preset a protocol built this run from (e.g. 'paper'); None for runs configured by hand."""
 
@@ -243,6 +260,19 @@ class RunConfig:
         _check_choice("agent.arch", a.arch, ("mlp", "gru", "lstm"))
         _check_int("agent.hidden", a.hidden, 1)
         _check_int("agent.history", a.history, 1)
+        if a.pad_action is not None:
+            _check_int("agent.pad_action", a.pad_action, 0)
+            if lr.replay != "transitions" or not a.last_action:
+                raise ConfigError(
+                    f"agent.pad_action={a.pad_action} applies to window agents with a last-action input "
+                    "(learner.replay='transitions', agent.last_action=true); set it to null otherwise"
+                )
+        draw = self.train_seed_draw
+        if draw is not None:
+            if not isinstance(draw, list) or len(draw) != 2:
+                raise ConfigError(f"train_seed_draw={draw!r} must be a list [S, HIGH] of two integers, or null")
+            _check_int("train_seed_draw[0]", draw[0], 0, 2**63 - 1)
+            _check_int("train_seed_draw[1]", draw[1], 1, 2**63 - 1)
         if a.arch == "gru" and a.history != 1:
             raise ConfigError(f"agent.history={a.history} applies to arch 'mlp' only; a GRU carries its own history")
         if lr.replay == "transitions" and a.arch == "gru":
@@ -276,9 +306,11 @@ class RunConfig:
                 "in V_hat(s'), so a lambda-return inside it would be biased (Jensen). Use td_lambda: 0 with it"
             )
         _check_float("learner.reward_scale", lr.reward_scale, 0.0, math.inf, lo_open=True)
-        if lr.reward_scale != 1.0 and not rule.homogeneous:
+        _check_choice("learner.td_reward", lr.td_reward, TD_REWARDS)
+        if (lr.reward_scale != 1.0 or lr.td_reward != "team") and not rule.homogeneous:
             raise ConfigError(
-                f"learner.reward_scale={lr.reward_scale} must be 1 with target.set={self.target.set!r}: its "
+                f"learner.reward_scale={lr.reward_scale} and learner.td_reward={lr.td_reward!r} must be 1 and "
+                f"'team' with target.set={self.target.set!r}: its "
                 f"{get_spec(self.target.set).radius.symbol} would act on the scaled values (its target is not "
                 "positively homogeneous in the values, unlike the ball sets')"
             )
@@ -325,11 +357,18 @@ class RunConfig:
         """Plain nested data (YAML-safe), with the mixer params fully resolved."""
         d = asdict(self)
         d["mixer"]["params"] = asdict(self.mixer.typed_params())
-        for key in ("n_envs", "preset"):  # unset: omitted, so configs (and sweep keys) from before them stay valid
+        for key in ("n_envs", "preset", "train_seed_draw"):  # unset: omitted, so configs (and sweep keys) from before them stay valid
             if d[key] is None:
                 del d[key]
-        if d["learner"]["reward_model"] is None:  # likewise
-            del d["learner"]["reward_model"]
+        # likewise: settings at their defaults are left out, so earlier configs keep their keys
+        for section, key, default in (
+            ("learner", "reward_model", None),
+            ("learner", "td_reward", "team"),
+            ("learner", "store_final", True),
+            ("agent", "pad_action", None),
+        ):
+            if d[section][key] == default:
+                del d[section][key]
         return d
 
 
@@ -402,6 +441,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if is_dataclass(tp) and isinstance(tp, type):
         return _build(tp, value, f"{key}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list; got {value!r}")
+        (item,) = get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a mapping; got {value!r}")

@@ -6,7 +6,8 @@ For a batch of episodes, :meth:`Learner.update`
 2. selects a_bar'_i = argmax of the online utilities at s' among available actions (double-Q; the
    target utilities select when ``double_q`` is off) and evaluates V_hat(s') = Q_tot^-(s', a_bar')
    with the target agents and the target mixer (for QTRAN, Q_jt^-);
-3. builds :class:`~drigm.targets.TargetInputs` (rewards times ``learner.reward_scale``), lets the robust
+3. builds :class:`~drigm.targets.TargetInputs` (rewards times ``learner.reward_scale``, and times N with
+   ``learner.td_reward: agent_sum``), lets the robust
    target update its auxiliary estimates (``update_aux``, unless the phase schedule did so already) and
    takes y = target(inputs) (with ``learner.td_lambda`` > 0, the lambda-returns of that target);
 4. minimises the masked TD loss (Q_tot(s, a) - y)^2 (weighted by the optional float batch entry ``weight``,
@@ -87,6 +88,8 @@ class Learner:
         self.device = device
         lc = cfg.learner
         self.transitions = lc.replay == "transitions"
+        # the TD target's reward: the team reward times reward_scale, added once per agent with td_reward agent_sum
+        self.td_reward_factor = lc.reward_scale * (n_agents if lc.td_reward == "agent_sum" else 1)
         ctrl_cls = WindowController if self.transitions else AgentController
         self.controller: AgentController | WindowController = ctrl_cls(
             n_agents, n_actions, obs_dim, cfg.agent, obs_norm=lc.input_norm
@@ -186,7 +189,7 @@ class Learner:
             next_onehot = one_hot(a_next, A).to(state.dtype).flatten(-2)
             next_value = self.target_mixer(next_utils, state[:, 1:], next_onehot)
         return TargetInputs(
-            reward=batch["reward"][:, :-1] * self.cfg.learner.reward_scale,
+            reward=batch["reward"][:, :-1] * self.td_reward_factor,
             next_value=next_value,
             terminated=batch["terminated"][:, :-1].to(state.dtype),
             mask=batch["filled"][:, :-1].to(state.dtype),

@@ -238,6 +238,7 @@ class Trainer:
         self.sample_rng = np.random.default_rng([cfg.seed, _SAMPLING])
         self.counters = Counters()
         self.meta = model_meta(cfg, env)
+        self._drawn_seeds: list[int] = []
 
     def reward_model_of(self, env: MultiAgentEnv) -> RewardEstimator:
         """The estimator of ``learner.reward_model`` (a relative path is taken from the run directory), checked
@@ -311,7 +312,14 @@ class Trainer:
 
     # ----- training -------------------------------------------------------------------------------
     def _train_seed(self, k: int) -> int:
-        return episode_seed(self.cfg.seed, _TRAIN_EPISODES, k)
+        """The env seed of training episode k: drawn per run seed, or the fixed ``train_seed_draw`` sequence."""
+        draw = self.cfg.train_seed_draw
+        if draw is None:
+            return episode_seed(self.cfg.seed, _TRAIN_EPISODES, k)
+        if k >= len(self._drawn_seeds):  # a longer draw from the same generator keeps the earlier draws (a prefix)
+            S, high = draw
+            self._drawn_seeds = np.random.default_rng(S).integers(0, high, size=max(2 * k, 1024)).tolist()
+        return int(self._drawn_seeds[k])
 
     def _eval_seed(self, k: int) -> int:
         return episode_seed(self.cfg.seed, _EVAL_EPISODES, k)
@@ -335,9 +343,7 @@ class Trainer:
     def _collect(self, eps: float) -> tuple[list[Episode], int, list[bool]]:
         """One collection step: (finished episodes, env steps taken, won flags of batched episodes)."""
         if self.batch_runner is None:
-            ep = self.runner.run(
-                episode_seed(self.cfg.seed, _TRAIN_EPISODES, self.counters.episodes), eps, self.act_rng
-            )
+            ep = self.runner.run(self._train_seed(self.counters.episodes), eps, self.act_rng)
             return [ep], ep.length, []
         if not self.batch_runner.started:
             self.batch_runner.start(self._train_seed, 0)
@@ -379,7 +385,10 @@ class Trainer:
                 eps = cfg.explore.epsilon(c.t_env)
                 finished, n_steps, won = self._collect(eps)
                 for ep in finished:
-                    self.buffer.insert(ep.data, ep.length)
+                    # store_final false: the episode's last transition is not stored (the seed paper's loop)
+                    stored = ep.length if cfg.learner.store_final else ep.length - 1
+                    if stored >= 1:
+                        self.buffer.insert(ep.data, stored)
                     recent.append(ep.episode_return)
                 recent_wins.extend(float(w) for w in won)
                 c.t_env += n_steps

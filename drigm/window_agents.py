@@ -11,8 +11,12 @@ Bodies (``agent.arch``):
 - ``mlp``: fc over the concatenated window -> ReLU -> fc -> ReLU -> fc; padded positions are zero inputs (the
   same function as :class:`drigm.agents.MLPAgent` over a zero-initialised window);
 - ``lstm``: fc -> ReLU -> LSTM over the window's positions inside the episode (from a zero state at the first
-  of them; padded positions leave the state untouched) -> fc on the last output (the paper's fc-LSTM-fc agent
-  over its 8-step window).
+  of them; padded positions leave the state untouched) -> ReLU -> fc on the last output (the paper's fc-LSTM-fc
+  agent over its 8-step window, its ``networks.QNetwork``).
+
+``agent.pad_action`` = p (the paper's 0) pads as the paper's code does: the previous action before an episode's
+first step is p, and the positions before it are real inputs (zero observation, previous action p) that the
+MLP reads and the LSTM runs over, from a zero state at the window's first position.
 
 The one-hot last action and agent id enter the first layer as embedding lookups: the same function as a
 dense layer over one-hots (each embedding row is the dense weight column of that one-hot entry, initialised
@@ -91,6 +95,8 @@ class WindowController(nn.Module):
         super().__init__()
         if cfg.arch not in WINDOW_ARCHS:
             raise ValueError(f"agent.arch={cfg.arch!r} has no window form; choose one of {', '.join(WINDOW_ARCHS)}")
+        if cfg.pad_action is not None and not 0 <= cfg.pad_action < n_actions:
+            raise ValueError(f"agent.pad_action={cfg.pad_action} is out of range: allowed [0, {n_actions - 1}]")
         self.n_agents, self.n_actions, self.obs_dim = n_agents, n_actions, obs_dim
         self.cfg = cfg
         self.history = h = cfg.history
@@ -155,6 +161,11 @@ class WindowController(nn.Module):
 
         la_g, ag_g = to_g(w.last_actions), to_g(agent)
         valid_g = to_g(valid.unsqueeze(-1).expand(B, h, N))
+        pad = self.cfg.pad_action
+        if pad is not None:
+            # the seed paper's padding: previous action `pad` where there is none, and padded positions are inputs
+            la_g = torch.where(valid_g & (la_g >= 0), la_g, pad)
+            valid_g = torch.ones_like(valid_g)
         group = torch.arange(G, device=obs.device).view(G, 1, 1)
         pos = torch.arange(h, device=obs.device).view(1, 1, h)
         if self.cfg.arch == "mlp":
@@ -188,7 +199,7 @@ class WindowController(nn.Module):
                 c_new = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
                 h_new = torch.sigmoid(o) * torch.tanh(c_new)
                 cell, hid = torch.where(vs[k], c_new, cell), torch.where(vs[k], h_new, hid)
-            x = hid
+            x = torch.relu(hid)
         q = self.out(x)  # (G, M, A)
         return q.permute(1, 0, 2) if G > 1 else q.view(B, N, A)
 

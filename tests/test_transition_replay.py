@@ -93,10 +93,12 @@ def test_fifo_counts_transitions_and_state_dict_round_trips() -> None:
 
 @pytest.mark.parametrize("arch", ["mlp", "lstm"])
 @pytest.mark.parametrize("shared", [True, False])
-def test_acting_and_training_see_the_same_padded_windows(arch: str, shared: bool) -> None:
+@pytest.mark.parametrize("pad_action", [None, 0, 2])
+def test_acting_and_training_see_the_same_padded_windows(arch: str, shared: bool, pad_action: int | None) -> None:
     torch.manual_seed(0)
     h = 4
-    ctrl = WindowController(N, A, O, AgentConfig(arch=arch, hidden=16, history=h, shared=shared, last_action=True))
+    cfg = AgentConfig(arch=arch, hidden=16, history=h, shared=shared, last_action=True, pad_action=pad_action)
+    ctrl = WindowController(N, A, O, cfg)
     ep = episode(6, np.random.default_rng(2))
     obs, actions = torch.as_tensor(ep["obs"]), torch.as_tensor(ep["actions"])
     # acting: one step at a time from the episode's start, as EpisodeRunner does
