@@ -357,7 +357,8 @@ class RunConfig:
         """Plain nested data (YAML-safe), with the mixer params fully resolved."""
         d = asdict(self)
         d["mixer"]["params"] = asdict(self.mixer.typed_params())
-        for key in ("n_envs", "preset", "train_seed_draw"):  # unset: omitted, so configs (and sweep keys) from before them stay valid
+        # unset: omitted, so configs (and sweep keys) from before them stay valid
+        for key in ("n_envs", "preset", "train_seed_draw"):
             if d[key] is None:
                 del d[key]
         # likewise: settings at their defaults are left out, so earlier configs keep their keys

@@ -19,7 +19,8 @@ unknown keys refused by name):
   every method and training seed, so all methods meet the same test episodes);
 - ``test_seeds``: an explicit list of test-episode env seeds (duplicates kept, each counted in the mean), used
   instead of ``eval_episodes`` seeds drawn from ``eval_seed`` (the paper's 50 building test days);
-- ``score``: ``{offset, scale, label}``: a normalised score ``(return + offset) / scale`` is reported;
+- ``score``: ``{offset, scale, label, agents}``: a normalised score ``(agents * return + offset) / scale`` is
+  reported (``agents``, default 1: how often the return counts the team reward; the paper's building score: 6);
 - ``paper``: ``{shift, metric, rows: {method: {algo: [mean, standard error]}}}``: reported numbers to compare with;
 - ``domain_randomisation``: ``{climate_sets: {NAME: {env, leaks, note}}, behaviour_algo, reward_estimator}``: the
   environments of the domain-randomisation methods (:data:`DR_TARGETS`; ``env`` is EnvConfig data merged over
@@ -218,15 +219,20 @@ def matched_controls(method: str, rho_default: float | None = None) -> list[str]
 
 @dataclass(frozen=True)
 class Score:
-    """A normalised score (return + offset) / scale, reported under `label`."""
+    """A normalised score (agents * return + offset) / scale, reported under `label`.
+
+    `agents` counts how often the return holds the team reward: the seed paper's building return adds the shared
+    team reward once per agent (its ``sum(rewards.values())``), so its score takes the team return 6 times.
+    """
 
     offset: float
     scale: float
     label: str = "normalised score"
+    agents: int = 1
 
     def __call__(self, ret: float) -> float:
-        """The normalised score of one return."""
-        return (ret + self.offset) / self.scale
+        """The normalised score of one (team) return."""
+        return (self.agents * ret + self.offset) / self.scale
 
 
 @dataclass
@@ -670,20 +676,28 @@ def load_protocol(
     score = None
     if data.get("score") is not None:
         sc = _mapping(data["score"], "score")
-        if set(sc) - {"offset", "scale", "label"} or "offset" not in sc or "scale" not in sc:
-            raise ProtocolError(f"protocol {name!r}: score={sc!r} must have keys offset, scale (and optional label)")
+        if set(sc) - {"offset", "scale", "label", "agents"} or "offset" not in sc or "scale" not in sc:
+            raise ProtocolError(
+                f"protocol {name!r}: score={sc!r} must have keys offset, scale (and optional label, agents)"
+            )
         if not float(sc["scale"]) > 0:
             raise ProtocolError(f"protocol {name!r}: score.scale={sc['scale']!r} must be > 0")
-        score = Score(float(sc["offset"]), float(sc["scale"]), str(sc.get("label", "normalised score")))
+        agents = _int(sc.get("agents", 1), "score.agents", 1)
+        score = Score(float(sc["offset"]), float(sc["scale"]), str(sc.get("label", "normalised score")), agents)
     paper = data.get("paper")
     if paper is not None:
         paper = _mapping(paper, "paper")
-        if set(paper) - {"shift", "metric", "rows", "note", "se_ddof"} or not isinstance(paper.get("rows"), Mapping):
+        allowed = {"shift", "metric", "rows", "note", "se_ddof", "test"}
+        if set(paper) - allowed or not isinstance(paper.get("rows"), Mapping):
             raise ProtocolError(
-                f"protocol {name!r}: paper must have keys shift, metric, rows (and optional note, se_ddof)"
+                f"protocol {name!r}: paper must have keys shift, metric, rows (and optional note, se_ddof, test)"
             )
         if paper.get("se_ddof", 1) not in (0, 1):
             raise ProtocolError(f"protocol {name!r}: paper.se_ddof={paper['se_ddof']!r} must be 0 or 1")
+        if paper.get("test") is not None and paper["test"] not in [t.name for t in tests]:
+            raise ProtocolError(
+                f"protocol {name!r}: paper.test={paper['test']!r} is not one of its tests {[t.name for t in tests]}"
+            )
     proto = Protocol(
         name=name,
         path=path,

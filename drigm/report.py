@@ -141,7 +141,7 @@ def collect(
         path = result_path(out_root, proto.name, proto.label, job)
         err = path.with_suffix(".error.txt")
         if is_finished(path, proto, job):
-            col.results.setdefault(job.method, {})[job.seed] = json.loads(path.read_text())
+            col.results.setdefault(job.method, {})[job.seed] = rescore(json.loads(path.read_text()), proto)
         elif err.is_file():
             lines = err.read_text().strip().splitlines()
             col.failed.append((job, lines[-1] if lines else "unknown error"))
@@ -152,6 +152,18 @@ def collect(
         else:
             col.missing.append(job)
     return col
+
+
+def rescore(result: dict[str, Any], proto: Protocol) -> dict[str, Any]:
+    """`result` with every test's per-episode scores recomputed from its returns by the protocol's score now (so a
+    change of units, such as the paper's per-agent sum, rebuilds from the stored returns; no run is retrained)."""
+    if proto.score is None:
+        return result
+    for t in result["tests"].values():
+        if "returns" in t:
+            t["score"] = [proto.score(float(x)) for x in t["returns"]]
+    result["score_label"] = proto.score.label
+    return result
 
 
 def metrics_of(col: Collected) -> list[tuple[str, str]]:
@@ -308,14 +320,28 @@ def plot_curves(col: Collected, path: Path) -> None:
     plt.close(fig)
 
 
+def paper_scope(proto: Protocol) -> str:
+    """The test environment whose cells stand beside the paper's (its ``paper.test``), or AVERAGE (the mean over
+    the protocol's tests) where the paper's cell is that average."""
+    assert proto.paper is not None
+    return str(proto.paper.get("test") or AVERAGE)
+
+
+def _scope_text(proto: Protocol) -> str:
+    scope = paper_scope(proto)
+    return f"{len(proto.tests)} test env avg" if scope == AVERAGE else f"{scope} alone"
+
+
 def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]:
     paper = col.proto.paper
     assert paper is not None
     ddof = int(paper.get("se_ddof", 1))
+    scope = paper_scope(col.proto)
+    where = "the average over this protocol's test environments" if scope == AVERAGE else f"{scope} alone"
     lines = [
         f"## Beside the paper ({paper['shift']}; {paper.get('note', '')})",
         "",
-        "Ours: the average over this protocol's test environments (per seed, then mean +- SE over seeds, SE = "
+        f"Ours: {where} (per seed, then mean +- SE over seeds, SE = "
         f"std(ddof={ddof}) / sqrt(n), the paper's convention). "
         "`exact` and `paper` targets both sit beside the paper's row for their set. "
         "A cell *matches* when the two mean +- SE intervals overlap.",
@@ -324,7 +350,7 @@ def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]
     rows: list[list[str]] = []
     verdicts: dict[str, Any] = {"match": [], "differ": []}
     for m in col.methods():
-        vals = seed_means(col, m, AVERAGE, key)
+        vals = seed_means(col, m, scope, key)
         if not vals:
             continue
         algo, row = paper_row(m)
@@ -339,7 +365,7 @@ def _paper_section(col: Collected, key: str) -> tuple[list[str], dict[str, Any]]
         verdicts["match" if ok else "differ"].append(m)
         rows.append([m, ours.fmt(), f"{pm:.3f} +- {pse:.3f}", f"{'yes' if ok else 'no'} (diff {ours.mean - pm:+.3f})"])
         verdicts.setdefault("cells", {})[m] = {"ours": ours.__dict__, "paper": [pm, pse], "match": ok}
-    lines.append(_md_table(["method", f"ours ({len(col.proto.tests)} test env avg)", "paper", "matches"], rows))
+    lines.append(_md_table(["method", f"ours ({_scope_text(col.proto)})", "paper", "matches"], rows))
     lines += [
         "",
         f"Within the paper's error bars: {', '.join(verdicts['match']) or 'none'}. "
@@ -958,7 +984,7 @@ def overview(
     for c in cols:
         header.append(f"{c.proto.name}: {c.proto.description}")
         if c.proto.paper is not None:
-            header.append(f"paper ({c.proto.paper['shift']})")
+            header.append(f"paper ({c.proto.paper['shift']}) beside ours ({_scope_text(c.proto)})")
     rows = []
     for m in methods:
         row = [m]
@@ -971,11 +997,17 @@ def overview(
             if c.proto.paper is not None:
                 algo, prow = paper_row(m)
                 ref = None if prow is None else c.proto.paper["rows"].get(prow, {}).get(algo)
-                if ref is None or ours is None:
+                scope = paper_scope(c.proto)
+                pvals = vals if scope == AVERAGE else seed_means(c, m, scope, key)
+                beside = cell(pvals, ddof=ddof) if pvals else None
+                if beside is not None and scope != AVERAGE:
+                    data.setdefault("paper_scope_scores", {}).setdefault(c.proto.name, {})[m] = beside.__dict__
+                if ref is None or beside is None:
                     row.append("n/a" if ref is None else f"{ref[0]:.3f} +- {ref[1]:.3f}")
                 else:
-                    ok = abs(ours.mean - ref[0]) <= ref[1] + (ours.se or 0.0)
-                    row.append(f"{ref[0]:.3f} +- {ref[1]:.3f} ({'matches' if ok else 'differs'})")
+                    ok = abs(beside.mean - ref[0]) <= ref[1] + (beside.se or 0.0)
+                    ours_txt = "" if scope == AVERAGE else f"; ours {beside.mean:.3f} +- {beside.se or 0.0:.3f}"
+                    row.append(f"{ref[0]:.3f} +- {ref[1]:.3f} ({'matches' if ok else 'differs'}{ours_txt})")
         rows.append(row)
     md = [
         f"# {name}: {', '.join(data['protocols'])} ({scale} scale{'' if preset is None else f', preset {preset}'})",

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The building experiment at the paper's full budget (preset paper-mlp), stage by stage in priority order.
+# The building experiment at the paper's full budget, stage by stage in priority order. PRESET (default paper-mlp:
+# the paper's training loop with the MLP window; paper: with its LSTM; paper-mlp-v1: the old loop of the runs
+# before issue 30) picks the training preset; results and reports are filed under it.
 # Every sweep skips the runs whose results are committed under experiments/runs/, so rerunning this script
 # continues where the last machine stopped; a killed run resumes from its checkpoint.
 #
 #   bash experiments/building_plan.sh                 # every stage, then the reports
 #   bash experiments/building_plan.sh groupdr report  # chosen stages only
 #   WORKERS=1 SEEDS=0,1 bash experiments/building_plan.sh grid   # override the workers / the seeds of a stage
+#   PRESET=paper-mlp-v1 bash experiments/building_plan.sh report  # rebuild the old loop's reports
 #
 # Stages (each one sweep over the four test day sets plus building-validation, which only evaluates):
 #   main      QMIX non-robust, paper and exact targets, contamination 0.008 and TV 0.2, seeds 0,1,10,16,42
@@ -24,11 +27,12 @@ cd "$(dirname "$0")/.."
 DAYS=building-paper-seasonal,building-paper-climate,building-seasonal,building-climate
 ALL=$DAYS,building-validation
 W=${WORKERS:-2}
+P=${PRESET:-paper-mlp}
 status=0
 
 sweep() {  # sweep ARGS...: one sweep over every day set; a failed job marks the script failed and it goes on
-    echo "== drigm sweep $ALL --preset paper-mlp $*"
-    drigm sweep "$ALL" --preset paper-mlp --workers "$W" "$@" || status=1
+    echo "== drigm sweep $ALL --preset $P $*"
+    drigm sweep "$ALL" --preset "$P" --workers "$W" "$@" || status=1
 }
 
 stage() {
@@ -52,12 +56,12 @@ stage() {
     qtran) sweep --algos qtran --targets none,paper,exact --sets contamination,tv --seeds "${SEEDS:-5}" ;;
     report)
         # exit 1 from drigm report means some requested runs are still missing: the tables say which
-        drigm report "$DAYS" --preset paper-mlp --overview building-overview-paper-mlp \
+        drigm report "$DAYS" --preset "$P" --overview "building-overview-$P" \
             --select-on building-validation >/dev/null
         [ $? -le 1 ] || status=1
-        drigm report building-validation --preset paper-mlp >/dev/null
+        drigm report building-validation --preset "$P" >/dev/null
         [ $? -le 1 ] || status=1
-        echo "== reports in experiments/results/ (building-overview-paper-mlp.md and one folder per day set)"
+        echo "== reports in experiments/results/ (building-overview-$P.md and one folder per day set)"
         ;;
     *)
         echo "unknown stage $1 (main, controls, groupdr, grid, grid5, vdn, qtran, report)" >&2
