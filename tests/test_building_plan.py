@@ -57,7 +57,8 @@ def test_plan_sweeps_resolve_and_cover_every_committed_building_run(tmp_path: Pa
     assert {s for m, s in planned if m == "qmix-doubleq"} == {0, 1, 10, 16, 42}  # the double-Q control
     assert {s for m, s in planned if m == "qmix-schedule-tv"} == {0, 1, 10, 16, 42}  # TV's schedule, no dual network
     assert not any(m.startswith("qmix-schedule-contamination") for m, _ in planned)  # contamination has no own schedule
-    committed = ROOT / "experiments" / "runs" / "building-paper-seasonal" / "paper-mlp" / "full"
+    # the old loop's runs (paper-mlp-v1) were planned by the same stages
+    committed = ROOT / "experiments" / "runs" / "building-paper-seasonal" / "paper-mlp-v1" / "full"
     done = {
         (d.name, int(f.stem.removeprefix("seed")))
         for d in committed.iterdir()

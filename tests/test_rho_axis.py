@@ -20,6 +20,7 @@ from drigm.protocol import (
     load_protocol,
     matched_controls,
     parse_method,
+    protocol_presets,
     rho_tag,
 )
 from drigm.report import overview, paper_row, report
@@ -61,19 +62,22 @@ def test_rho_axis_jobs_tags_and_the_two_points_that_are_other_jobs() -> None:
 
 def test_existing_results_keep_their_labels_and_config_keys() -> None:
     """Every committed full-budget results file is still a finished job, so later sweeps skip it."""
-    checked = 0
+    checked: dict[str, int] = {}
     for name in BUILDING:
-        proto = load_protocol(name, preset="paper-mlp")
-        rdir = result_dir(REPO / "experiments" / "runs", proto.name, proto.label)
-        for path in sorted(rdir.glob("*/seed*.json")):
-            r = json.loads(path.read_text())
-            job = Job(**r["job"])
-            assert job.method == r["method"] == path.parent.name
-            assert config_key(proto.job_config(job)) == r["config_key"]
-            assert is_finished(path, proto, job), path
-            checked += 1
-    if checked == 0:
+        for preset in protocol_presets(name):  # every preset's runs, the old loop's (paper-mlp-v1) included
+            proto = load_protocol(name, preset=preset)
+            rdir = result_dir(REPO / "experiments" / "runs", proto.name, proto.label)
+            for path in sorted(rdir.glob("*/seed*.json")):
+                r = json.loads(path.read_text())
+                job = Job(**r["job"])
+                assert job.method == r["method"] == path.parent.name
+                assert r["preset"] == r["config"]["preset"] == preset, path
+                assert config_key(proto.job_config(job)) == r["config_key"]
+                assert is_finished(path, proto, job), path
+                checked[preset] = checked.get(preset, 0) + 1
+    if not checked:
         pytest.skip("no committed building results in this checkout")
+    assert checked.get("paper-mlp-v1", 0) >= 500, checked  # the ~130 runs of the old loop, on four day sets
 
 
 def test_rho_axis_errors_name_the_value_and_range() -> None:

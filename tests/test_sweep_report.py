@@ -89,7 +89,7 @@ def test_protocol_loader_errors_and_names(tmp_path: Path) -> None:
     assert p.rho_of("contamination", "qtran") == 0.02 and p.rho_of("tv", "vdn") == 0.5 and p.rho_of("tv", "qmix") == 0.2
     full = load_protocol("building-seasonal")
     assert full.seeds == [0, 1, 10, 16, 42] and full.run["steps"] == 600 * 288 and full.score is not None
-    assert full.score(-9000.0) == 0.0 and full.score(0.0) == 1.0
+    assert full.score(-1500.0) == 0.0 and full.score(0.0) == 1.0  # the paper's units: 6 agents x -1500 = -9000
     # target none ignores the sets: one job per seed; the TV runs get the paper's schedule
     jobs = full.jobs(["qmix"], ["none", "exact"], ["contamination", "tv"], [0, 1])
     assert [j.method for j in jobs] == ["qmix-none"] * 2 + ["qmix-exact-contamination"] * 2 + ["qmix-exact-tv"] * 2
