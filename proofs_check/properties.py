@@ -1024,29 +1024,47 @@ def c2_max_marginals_tied_optima(case: GameCase) -> None:
 
 
 def _c3_values(case: GameCase, fresh: bool = False, search: bool = False) -> dict[str, Any] | None:
+    """The numbers of C3 on one game: per-agent and joint robust VDN, their greedy policies, and the placement cost.
+
+    The placement cost at state s is Q_rob(s, joint-placement greedy) - Q_rob(s, per-agent greedy): how much the
+    greedy joint action of robust VDN with sum_i sigma(V_i) loses against the one of robust VDN with sigma of the
+    joint value, in the exact robust Q. It is the one quantity that search and confirmation both judge
+    (:func:`_c3_holds`); a game where only VDN's additivity loses (the two placements agree) is no C3 example.
+    """
     g, u = case.game, case.uset
     tol = exact.default_tol(g) if fresh else 1e-6 * exact.value_scale(g)
     sweeps = _projected_sweeps(g, tol)
     pa = fz.robust_vdn_iteration(g, u, robustify="per_agent", tol=tol, max_iter=sweeps)
     if not pa.converged:
         return None
+    joint = fz.robust_vdn_iteration(g, u, robustify="joint", tol=tol, max_iter=sweeps)
+    if not joint.converged:
+        return None
     sol = exact.solve(g, u, _confirm_tol(g) if fresh else None)
-    if search:
-        _target(flip_score(pa.Q_tot, sol.Q) / exact.value_scale(g), "c3 flip score")
     S = g.n_states
+    Q = sol.Q.reshape(S, -1)
     pol = fz.decentralised_greedy_actions(pa.utilities)
-    flat = np.ravel_multi_index(tuple(pol.T), g.n_actions)
-    loss = sol.V - sol.Q.reshape(S, -1)[np.arange(S), flat]
-    s = int(np.argmax(loss))
-    out: dict[str, Any] = {"state": s, "gap": float(loss[s]), "per_agent_greedy": pol, "robust_greedy": sol.greedy}
+    jpol = fz.decentralised_greedy_actions(joint.utilities)
+    q_pa = Q[np.arange(S), np.ravel_multi_index(tuple(pol.T), g.n_actions)]
+    q_joint = Q[np.arange(S), np.ravel_multi_index(tuple(jpol.T), g.n_actions)]
+    cost = q_joint - q_pa
+    if search:
+        _target(float(np.max(cost)) / exact.value_scale(g), "c3 placement cost")
+    s = int(np.argmax(cost))
+    out: dict[str, Any] = {
+        "state": s,
+        "placement_cost": float(cost[s]),
+        "gap": float(sol.V[s] - q_pa[s]),
+        "per_agent_greedy": pol,
+        "joint_vdn_greedy": jpol,
+        "robust_greedy": sol.greedy,
+    }
     if not fresh:
         return out
-    joint = fz.robust_vdn_iteration(g, u, robustify="joint", tol=tol, max_iter=sweeps)
     V_i = [ut[np.arange(S), pol[:, i]] for i, ut in enumerate(pa.utilities)]
     gaps = u.support(g.P_flat, sum(V_i)) - sum(u.support(g.P_flat, v) for v in V_i)  # (S, A), >= 0
     ev = exact.evaluate(g, u, pol, _confirm_tol(g))
     out.update(
-        joint_vdn_greedy=fz.decentralised_greedy_actions(joint.utilities),
         Q_rob_at_state=sol.Q[s],
         Q_per_agent_at_state=pa.Q_tot[s],
         superadditivity_gap_at_state=gaps[s].reshape(g.n_actions),
@@ -1059,14 +1077,30 @@ def _c3_values(case: GameCase, fresh: bool = False, search: bool = False) -> dic
     return out
 
 
+def _c3_holds(vals: dict[str, Any] | None, margin: float) -> bool:
+    """C3's one definition of a counterexample: at some state the per-agent placement's greedy joint action is
+    worse, in the exact robust Q, than the joint placement's by more than `margin`. Then the two placements'
+    greedy actions differ there, so sum_i sigma(V_i) != sigma(sum_i V_i) somewhere (equal everywhere, the two
+    iterations coincide), and the per-agent greedy action is robust-sub-optimal (V* >= Q_rob(joint greedy))."""
+    return vals is not None and vals["placement_cost"] > margin
+
+
 def _confirm_c3(exc: FalsifiedError) -> dict[str, Any]:
     case = exc.case
     vals = _c3_values(case, fresh=True)
+    # the search solves to 1e-6 of the value scale, the re-solve to 1e-11: half the margin (5e-4 of the scale) is
+    # far above what the tighter solve can move, so a true search hit is never lost to rounding here
     m = 0.5 * _margin(case.game)
-    if vals is None or not (vals["gap"] > m and vals["value_loss"] > m):
-        raise ConfirmationError("the exact re-solve does not confirm a sub-optimal per-agent greedy action")
-    if not vals["superadditivity_gap_max"] > 1e-9 * exact.value_scale(case.game):
-        raise ConfirmationError("sum_i sigma(V_i) equals sigma(sum_i V_i) everywhere: nothing to blame on placement")
+    if not _c3_holds(vals, m):
+        raise ConfirmationError("the exact re-solve shows no state where the per-agent placement's greedy loses")
+    assert vals is not None
+    if not (vals["value_loss"] > m and vals["superadditivity_gap_max"] > 0.0):
+        # implied by _c3_holds (V^pi <= Q_rob(s, pi(s)) and equal placements give equal iterations): a failure
+        # here is a solver bug, not a chance draw
+        raise ConfirmationError(
+            f"inconsistent C3 numbers: value loss {vals['value_loss']:.3g}, superadditivity "
+            f"gap {vals['superadditivity_gap_max']:.3g}"
+        )
     return _game_record(case, vals)
 
 
@@ -1074,7 +1108,7 @@ def _confirm_c3(exc: FalsifiedError) -> dict[str, Any]:
     "counterexample",
     "4",
     "C3: robustifying per agent (sum_i sigma(V_i)) differs from sigma of the joint value, and its greedy "
-    "joint action can be sub-optimal",
+    "joint action can be worse than the joint placement's",
     _counterexample_games(
         gamma=gen.gammas(0.8, 0.9),
         sets=("tv", "chi2"),  # kl works too, but its support is ~20x slower inside projected iteration
@@ -1090,10 +1124,17 @@ def _confirm_c3(exc: FalsifiedError) -> dict[str, Any]:
     confirm=_confirm_c3,
 )
 def c3_per_agent_robustification(case: GameCase) -> None:
-    """Refuted claim: tabular robust VDN with per-agent robust targets keeps a robust-optimal greedy action."""
+    """Refuted claim: tabular robust VDN picks greedy joint actions as good with per-agent robust targets as with
+    robust targets of the joint value."""
     vals = _c3_values(case, search=True)
-    if vals is not None and vals["gap"] > _margin(case.game):
-        raise FalsifiedError(f"per-agent robust targets pick a joint action {vals['gap']:.4g} below V*", case, vals)
+    if _c3_holds(vals, _margin(case.game)):
+        assert vals is not None
+        raise FalsifiedError(
+            f"the per-agent placement's greedy joint action is {vals['placement_cost']:.4g} below the joint "
+            f"placement's (and {vals['gap']:.4g} below V*) at state {vals['state']}",
+            case,
+            vals,
+        )
 
 
 def _c4_values(case: GameCase, sol: bellman.SolveResult, tol: float, search: bool = False) -> dict[str, Any] | None:

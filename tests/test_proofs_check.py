@@ -187,3 +187,36 @@ def test_certified_iteration_converges_on_a_contraction_and_refuses_an_expansion
     assert sweeps <= exact.contraction_sweeps(0.5, 1.0, 1e-12)
     with pytest.raises(exact.ContractionError, match=r"toy needed more than the \d+ sweeps a 0.5-contraction"):
         exact._iterate(lambda v: 2.0 * v + 1.0, np.zeros(3), game, 1e-12, "toy")
+
+
+def test_c3_search_and_confirmation_judge_one_definition() -> None:
+    """Issue 31: the search flagged games where only VDN's additivity loses (the two placements agree, so sum_i
+    sigma(V_i) = sigma(sum_i V_i) everywhere) and the confirmation refused them, so the README's theory command
+    failed whenever Hypothesis's database replayed one. Both now judge the placement cost alone."""
+    from hypothesis import HealthCheck, given, settings
+
+    from proofs_check.strategies import GameCase
+
+    # one state: every support function is additive, so the two placements coincide; yet VDN's additive fit of
+    # the payoff [[2, -5], [0, 0]] prefers (1, 0) (worth 0) to the optimum (0, 0) (worth 2)
+    game = Game(P=np.ones((1, 2, 2, 1)), R=np.array([[[2.0, -5.0], [0.0, 0.0]]]), gamma=0.8)
+    case = GameCase(game, "tv", 0.05)
+    vals = props._c3_values(case)
+    assert vals is not None and vals["gap"] > props._margin(game)  # the old search's test: it flagged this game
+    assert vals["placement_cost"] == 0.0 and not props._c3_holds(vals, props._margin(game))
+    props.c3_per_agent_robustification(case)  # no counterexample: nothing to blame on the placement
+    with pytest.raises(props.ConfirmationError, match="no state where the per-agent placement"):
+        props._confirm_c3(props.FalsifiedError("forced", case, vals))
+
+    prop = props.get_property("c3_per_agent_robustification")
+    margin_hits = []
+
+    @settings(max_examples=25, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(prop.strategy)
+    def draw(case: GameCase) -> None:
+        vals = props._c3_values(case)
+        if props._c3_holds(vals, props._margin(case.game)):
+            margin_hits.append(case)
+            props._confirm_c3(props.FalsifiedError("hit", case, vals))  # ConfirmationError if they disagree
+
+    draw()
