@@ -17,8 +17,13 @@ optimal_robust_value, nominal_value, robust_optimal, value_set, value_note.
 
 ``drigm evaluate RUN --env SPEC [--days A:B] [--episodes N] [--score-from PROTOCOL] [--json]``: the same run on any
 environment, no protocol needed (:mod:`drigm.evaluate`): the run's env config with its name replaced by SPEC and
-its day pool by A:B; N defaults to one episode per day of the pool. JSON adds env, seeds, score (normalised, with
---score-from) and mean_score.
+its day pool by A:B (or a comma-separated list of days); N defaults to one episode per day of the pool. JSON adds
+env, seeds, score (normalised, with --score-from) and mean_score.
+
+``drigm evaluate --paper-agents DIR [--env SPEC] [--days ...] [--episodes N] [--score-from PROTOCOL] [--json]``: the
+seed paper's released agent networks (a run directory of its code or its network_parameter folder) instead of a
+run, scored the same way (:func:`drigm.evaluate.evaluate_paper_agents`; SPEC defaults to building:Tucson); JSON
+adds paper_agents (the files read and the sizes).
 
 ``python -m drigm ...`` is the same as ``drigm ...``.
 
@@ -78,12 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="evaluate a run's last checkpoint greedily")
-    e.add_argument("run", type=Path, help="run directory")
+    e.add_argument("run", type=Path, nargs="?", help="run directory (or give --paper-agents instead)")
+    e.add_argument(
+        "--paper-agents",
+        type=Path,
+        metavar="DIR",
+        help="score the seed paper's released networks (agent_{i}_q_network.pt in DIR or DIR/network_parameter)",
+    )
     e.add_argument(
         "--episodes", type=int, default=None, help="episodes (default 20; with --env/--days every day of the pool)"
     )
     e.add_argument("--env", dest="env_spec", help="score on this environment, e.g. building:Seattle")
-    e.add_argument("--days", help="the environment's day pool, e.g. 200:365 (SustainGym adapters)")
+    e.add_argument("--days", help="the environment's day pool, e.g. 200:365 or 26,25,159 (SustainGym adapters)")
     e.add_argument("--score-from", help="a protocol whose normalised score to report, e.g. building-climate")
     e.add_argument("--set", dest="set_name", help="uncertainty set for the exact values (tabular games)")
     e.add_argument("--rho", type=float, help="its radius (kl-penalty: the temperature beta)")
@@ -178,9 +189,12 @@ def _print_eval(result: dict[str, Any]) -> None:
     lo, hi = result["ci95"]
     ci = f"[{lo:.4g}, {hi:.4g}]" if lo is not None else "(needs >= 2 episodes)"
     where = f" on {result['env']['name']} ({result['episodes']} episodes)" if "env" in result else ""
-    print(
-        f"run {result['run']} at t_env={result['t_env']}{where}: mean return {result['mean_return']:.4g}, 95% CI {ci}"
+    who = (
+        f"paper agents {result['run']}"
+        if "paper_agents" in result
+        else f"run {result['run']} at t_env={result['t_env']}"
     )
+    print(f"{who}{where}: mean return {result['mean_return']:.4g}, 95% CI {ci}")
     if "mean_score" in result:
         slo, shi = result["score_ci95"]
         sci = f"[{slo:.4g}, {shi:.4g}]" if slo is not None else "(needs >= 2 episodes)"
@@ -209,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     from drigm.checkpoint import CheckpointError
     from drigm.config import ConfigError
     from drigm.envs.base import EnvError
+    from drigm.paper_checkpoint import PaperCheckpointError
     from reference.atomic_io import describe_os_error
     from reference.game import GameError
     from reference.sets import UncertaintySetError
 
-    user_errors = (ConfigError, CheckpointError, EnvError, UncertaintySetError, GameError)
+    user_errors = (ConfigError, CheckpointError, EnvError, UncertaintySetError, GameError, PaperCheckpointError)
     try:
         if args.command == "train":
             from drigm.run import Trainer
@@ -222,7 +237,17 @@ def main(argv: list[str] | None = None) -> int:
             summary = Trainer(cfg).train(resume=args.resume)
             print(json.dumps(summary))
         elif args.command == "evaluate":
-            if args.env_spec is not None or args.days is not None or args.score_from is not None:
+            if (args.run is None) == (args.paper_agents is None):
+                raise ConfigError("give a run directory or --paper-agents DIR (exactly one of them)")
+            if args.paper_agents is not None:
+                from drigm.evaluate import evaluate_paper_agents
+
+                if args.set_name is not None or args.rho is not None:
+                    raise ConfigError("--set/--rho (exact tabular values) cannot be combined with --paper-agents")
+                result = evaluate_paper_agents(
+                    args.paper_agents, args.env_spec, args.days, args.episodes, args.device, args.score_from
+                )
+            elif args.env_spec is not None or args.days is not None or args.score_from is not None:
                 from drigm.evaluate import evaluate_anywhere
 
                 if args.set_name is not None or args.rho is not None:

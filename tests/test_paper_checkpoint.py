@@ -10,6 +10,7 @@ scores such networks end to end on the building environment.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import nn
 from drigm.paper_checkpoint import PAPER_KEYS, PaperCheckpointError, load_paper_agents
 
 N_AGENTS, OBS, ACTIONS, HIDDEN, HISTORY = 6, 3, 7, 16, 8
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -202,3 +204,33 @@ def test_cli_scores_paper_agents_on_the_building(tmp_path: Path, capsys: pytest.
     assert "n_actions 7" in err and "expected 200" in err and "Traceback" not in err
     assert main(["evaluate", "--paper-agents", str(tmp_path / "run"), str(tmp_path)]) == 2
     assert "exactly one" in capsys.readouterr().err
+
+
+def test_paper_checkpoints_script_scores_a_synthetic_clone_and_resumes(tmp_path: Path) -> None:
+    """The script finds the paper's run directories, writes one result per (net, seed, day set), skips finished
+    ones when rerun, records what is missing, and writes the summary that the README's building table reads."""
+    require_extra("sustaingym", "sustaingym")
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import paper_checkpoints as pc
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    repo, out = tmp_path / "paper", tmp_path / "out"
+    run = repo / "results_seeds_0" / "robust_qmix_rho_0.0_20250101_000000"
+    write_checkpoint(run / "network_parameter", obs_dim=5, n_actions=200, hidden=8)
+    (repo / "results_seeds_0" / "robust_qmix_g_rho_0.2_20250101_000000").mkdir(parents=True)  # no networks
+    args = [str(repo), "--nets", "qmix,qmix-tv-0.2", "--seeds", "0", "--day-sets", "building-seasonal"]
+    assert pc.main([*args, "--out", str(out)]) == 0
+    path = out / "qmix" / "seed-0" / "building-seasonal.json"
+    result = json.loads(path.read_text())
+    test = result["tests"]["Tucson (days 200-364)"]
+    assert len(test["returns"]) == len(result["test_seeds"]) > 0
+    missing = json.loads((out / "missing.json").read_text())
+    assert any("qmix-tv-0.2 seed 0" in m and "lacks agent_0_q_network.pt" in m for m in missing)
+    summary = json.loads((out / "summary.json").read_text())
+    held = summary["methods"]["qmix-none"]["held-out-tucson"]
+    assert held["values"] == [pytest.approx(test["mean_score"])] and held["seeds"] == [0]
+    assert "qmix-paper-tv" not in summary["methods"]
+    stamp = path.stat().st_mtime_ns
+    assert pc.main([*args, "--out", str(out)]) == 0  # rerun: the finished result is kept, not replayed
+    assert path.stat().st_mtime_ns == stamp
