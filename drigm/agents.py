@@ -186,13 +186,24 @@ def masked_argmax(q: Tensor, avail: Tensor) -> Tensor:
     return q.masked_fill(~avail.bool(), float("-inf")).argmax(dim=-1)
 
 
-def epsilon_greedy(q: np.ndarray, avail: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Per agent: with probability epsilon a uniform available action, else the greedy available one."""
+def epsilon_greedy(
+    q: np.ndarray, avail: np.ndarray, epsilon: float, rng: np.random.Generator, team: int = 0
+) -> np.ndarray:
+    """Per agent: with probability epsilon a uniform available action, else the greedy available one.
+
+    `team` > 0: one draw per `team` consecutive rows (one team's agents) decides for all of them together, so
+    the whole team explores or the whole team acts greedily (the seed paper's ``_select_actions``).
+    """
     q = np.where(avail, q, -np.inf)
     greedy = q.argmax(axis=-1)
     if epsilon <= 0.0:
         return greedy.astype(np.int64)
-    explore = rng.random(q.shape[0]) < epsilon
+    if team > 0:
+        if q.shape[0] % team:
+            raise ValueError(f"epsilon_greedy: {q.shape[0]} rows are not whole teams of {team} agents")
+        explore = np.repeat(rng.random(q.shape[0] // team) < epsilon, team)
+    else:
+        explore = rng.random(q.shape[0]) < epsilon
     counts = avail.sum(axis=-1)
     picks = np.floor(rng.random(q.shape[0]) * counts).astype(np.int64)
     random_actions = np.array([np.flatnonzero(avail[i])[picks[i]] for i in range(q.shape[0])], dtype=np.int64)

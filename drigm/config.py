@@ -131,6 +131,9 @@ class ExplorationConfig:
     eps_finish: float = 0.05
     eps_anneal_steps: int = 7_000
     eps_hold_steps: int = 0
+    # true: one draw per step for the whole team (every agent explores, or none does), as the seed paper's
+    # algorithms/*.py _select_actions; false: each agent draws on its own
+    joint: bool = False
 
     def epsilon(self, t_env: int) -> float:
         """Epsilon after `t_env` environment steps (a pure function of t_env, so resumed runs continue it)."""
@@ -339,6 +342,8 @@ class RunConfig:
         _check_float("explore.eps_finish", ex.eps_finish, 0.0, 1.0)
         _check_int("explore.eps_anneal_steps", ex.eps_anneal_steps, 0)
         _check_int("explore.eps_hold_steps", ex.eps_hold_steps, 0)
+        if not isinstance(ex.joint, bool):
+            raise ConfigError(f"explore.joint={ex.joint!r} must be true or false")
         ev = self.eval
         _check_int("eval.episodes", ev.episodes, 1)
         _check_int("eval.interval", ev.interval, 0)
@@ -367,6 +372,7 @@ class RunConfig:
             ("learner", "td_reward", "team"),
             ("learner", "store_final", True),
             ("agent", "pad_action", None),
+            ("explore", "joint", False),
         ):
             if d[section][key] == default:
                 del d[section][key]

@@ -225,6 +225,7 @@ class Trainer:
         if isinstance(self.buffer, TransitionBuffer):
             self.learner.attach_target_cache(self.buffer.capacity)
         self.runner = EpisodeRunner(env, self.learner.controller, self.device)
+        self.runner.joint_explore = cfg.explore.joint
         self.eval_runner = EpisodeRunner(self.eval_env, self.learner.controller, self.device)
         # batched environments (smax): B battles per step for training and evaluation, one compiled step for both
         self.n_envs = batched_env_count(cfg, env)
@@ -233,6 +234,7 @@ class Trainer:
         if self.n_envs is not None:
             ctrl = self.learner.controller
             self.batch_runner = BatchedRunner(env.batched(self.n_envs), ctrl, self.device)  # type: ignore[attr-defined]
+            self.batch_runner.joint_explore = cfg.explore.joint
             self.eval_batch_runner = BatchedRunner(self.eval_env.batched(self.n_envs), ctrl, self.device)  # type: ignore[attr-defined]
         self.act_rng = np.random.default_rng([cfg.seed, _ACTIONS])
         self.sample_rng = np.random.default_rng([cfg.seed, _SAMPLING])

@@ -41,6 +41,7 @@ class EpisodeRunner:
         self.env = env
         self.controller = controller
         self.device = device
+        self.joint_explore = False  # explore.joint: one exploration draw per step for the whole team
 
     @torch.no_grad()
     def run(self, seed: int, epsilon: float, rng: np.random.Generator) -> Episode:
@@ -62,7 +63,7 @@ class EpisodeRunner:
             if not avail[t].any(axis=-1).all():
                 raise RuntimeError(f"the environment offers no available action to some agent at step {t}")
             q, memory = ctrl.act(torch.as_tensor(ts.obs, device=self.device).unsqueeze(0), last, memory)
-            acts = epsilon_greedy(q[0].cpu().numpy(), avail[t], epsilon, rng)
+            acts = epsilon_greedy(q[0].cpu().numpy(), avail[t], epsilon, rng, N if self.joint_explore else 0)
             ts = env.step(acts)
             actions[t], reward[t], terminated[t] = acts, ts.reward, ts.terminated
             total += float(ts.reward)
@@ -122,6 +123,7 @@ class BatchedRunner:
         self.returns = np.zeros(B, dtype=np.float64)
         self.hidden = controller.init_hidden(B)
         self.last = torch.zeros(B, N, A, device=device)
+        self.joint_explore = False  # explore.joint: one exploration draw per battle and step for its team
         self.started = False
         self.seed_of: Callable[[int], int] | None = None
 
@@ -152,7 +154,9 @@ class BatchedRunner:
         if not avail.any(axis=-1).all():
             raise RuntimeError("the environment offers no available action to some agent")
         q, self.hidden = ctrl.step(ctrl.build_inputs(torch.as_tensor(obs, device=self.device), self.last), self.hidden)
-        acts = epsilon_greedy(q.reshape(B * N, A).cpu().numpy(), avail.reshape(B * N, A), epsilon, rng).reshape(B, N)
+        team = N if self.joint_explore else 0
+        acts = epsilon_greedy(q.reshape(B * N, A).cpu().numpy(), avail.reshape(B * N, A), epsilon, rng, team)
+        acts = acts.reshape(B, N)
         next_seeds = [seed_of(int(k)) for k in self.index + B]
         ts = env.step(acts, reset_seeds=next_seeds)
         reward, term, done = ts.reward.numpy(), ts.terminated.numpy(), ts.done.numpy()

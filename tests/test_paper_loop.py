@@ -214,3 +214,37 @@ def test_the_paper_climate_column_is_new_york_alone(tmp_path: Path) -> None:
     )
     with pytest.raises(ProtocolError, match=r"paper\.test='Chicago' is not one of its tests"):
         load_protocol(bad)
+
+
+def test_joint_exploration_draws_once_for_the_whole_team() -> None:
+    """explore.joint (the seed paper's _select_actions): every agent of a team explores, or none does."""
+    from drigm.agents import epsilon_greedy
+
+    rng = np.random.default_rng(0)
+    teams, n, acts = 400, 6, 9
+    q = np.tile(np.arange(acts, dtype=float), (teams * n, 1))  # greedy: the last action, for every agent
+    avail = np.ones_like(q, dtype=bool)
+    greedy = epsilon_greedy(q, avail, 0.5, rng, team=n).reshape(teams, n) == acts - 1
+    explored = ~greedy
+    # a team that explores draws uniform actions (1/9 of them greedy by chance); one that does not is all greedy
+    all_greedy = greedy.all(axis=1)
+    assert 0.45 < all_greedy.mean() < 0.62  # 0.5 + 0.5 * (1/9)^6, not 0.5^6 * ... as with per-agent draws
+    per_agent = epsilon_greedy(q, avail, 0.5, rng).reshape(teams, n) == acts - 1
+    assert per_agent.all(axis=1).mean() < 0.1  # (0.5 + 0.5/9)^6 = 0.03
+    assert explored.any()
+    with pytest.raises(ValueError, match="not whole teams of 6"):
+        epsilon_greedy(q[:5], avail[:5], 0.5, rng, team=n)
+
+
+def test_the_joint_exploration_preset_is_paper_mlp_plus_one_setting(tmp_path: Path) -> None:
+    job = Job("qmix", "none", None, None, 0)
+    mlp = load_protocol("building-paper-seasonal", preset="paper-mlp").job_config(job).to_dict()
+    joint = load_protocol("building-paper-seasonal", preset="paper-mlp-joint").job_config(job)
+    assert joint.explore.joint is True
+    d = joint.to_dict()
+    assert d | {"explore": None, "preset": None} == mlp | {"explore": None, "preset": None}
+    assert d["explore"] == {**mlp["explore"], "joint": True} and "joint" not in mlp["explore"]  # default left out
+    tr = Trainer(build_config(_window_cfg(explore={"joint": True}, out=str(tmp_path / "r"))))
+    assert tr.runner.joint_explore is True
+    with pytest.raises(ConfigError, match=r"explore\.joint"):
+        build_config(_window_cfg(explore={"joint": "yes"}))
