@@ -418,8 +418,8 @@ def _string_number(value: str, key: str, what: str) -> float:
     try:
         float(value)
     except ValueError:
-        raise ConfigError(f"{key}={value!r} must be {what}") from None
-    raise ConfigError(f"{key}={value!r} is a string, not {what}: write the number without quotes")
+        raise ConfigError(f"{key}={brief(value)} must be {what}") from None
+    raise ConfigError(f"{key}={brief(value)} is a string, not {what}: write the number without quotes")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -441,51 +441,51 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r} matches none of {_type_name(tp)}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={brief(value)} matches none of {_type_name(tp)}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, get_args(tp)))}")
+            raise ConfigError(f"{key}={brief(value)} is not one of {', '.join(map(repr, get_args(tp)))}")
         return value
     if is_dataclass(tp) and isinstance(tp, type):
         return _build(tp, value, f"{key}.")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list; got {value!r}")
+            raise ConfigError(f"{key} must be a list; got {brief(value)}")
         (item,) = get_args(tp)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping; got {value!r}")
+            raise ConfigError(f"{key} must be a mapping; got {brief(value)}")
         return dict(value)
     if value is None:
         raise ConfigError(f"{key} must not be null (expected {_type_name(tp)})")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}={value!r} must be true or false")
+        raise ConfigError(f"{key}={brief(value)} must be true or false")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} must be an integer, not a boolean")
+            raise ConfigError(f"{key}={brief(value)} must be an integer, not a boolean")
         if isinstance(value, int):
             return value
         if isinstance(value, (float, str)):
             f = _string_number(value, key, "an integer") if isinstance(value, str) else value
             if math.isfinite(f) and f.is_integer():
                 return int(f)
-        raise ConfigError(f"{key}={value!r} must be an integer")
+        raise ConfigError(f"{key}={brief(value)} must be an integer")
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} must be a number, not a boolean")
+            raise ConfigError(f"{key}={brief(value)} must be a number, not a boolean")
         if isinstance(value, (int, float, str)):
             f = _string_number(value, key, "a number") if isinstance(value, str) else float(value)
             if not math.isfinite(f):
-                raise ConfigError(f"{key}={value!r} must be a finite number (NaN and inf are refused)")
+                raise ConfigError(f"{key}={brief(value)} must be a finite number (NaN and inf are refused)")
             return f
-        raise ConfigError(f"{key}={value!r} must be a number")
+        raise ConfigError(f"{key}={brief(value)} must be a number")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}={value!r} must be a string")
+        raise ConfigError(f"{key}={brief(value)} must be a string")
     raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
 
 
@@ -524,18 +524,123 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+MAX_YAML_NODES = 100_000
+"""The most values a YAML document may hold with its aliases expanded (configs hold a few hundred): bounds the
+memory and time of everything that walks or prints it (an alias bomb of 10^9 values is refused up front)."""
+
+MAX_YAML_DEPTH = 50
+"""The deepest nesting a YAML document may have (configs nest 4 levels)."""
+
+MAX_BASE_CHAIN = 32
+"""The longest chain of ``base:`` files (the building protocols use 2)."""
+
+BRIEF = 200
+"""Characters of a value that an error message shows at most."""
+
+
+def brief(value: Any, limit: int = BRIEF) -> str:
+    """``repr(value)`` cut to `limit` characters (with the full length named), for error messages.
+
+    Bounded in time and memory whatever `value` is: containers are shown through reprlib's size limits first."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 4, 12, 12, 12, 12
+    r.maxstring, r.maxlong, r.maxother = limit, limit, limit
+    text = r.repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (YAML says keys are unique; PyYAML
+    keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        counts: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                counts[key_node.value] = counts.get(key_node.value, 0) + 1
+                if counts[key_node.value] == 2:
+                    line = key_node.start_mark.line + 1
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {brief(key_node.value)} is given twice in one mapping (line {line})"
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_yaml_size(root: yaml.Node) -> None:
+    """Refuse a document whose alias-expanded size or depth exceed the bounds (iterative: no recursion)."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    active: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if done:
+            active.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[key] > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"holds more than {MAX_YAML_NODES} values once its aliases are expanded (an alias bomb?)"
+                )
+            if depth[key] > MAX_YAML_DEPTH:
+                raise ConfigError(f"nests deeper than {MAX_YAML_DEPTH} levels")
+            continue
+        if key in size:
+            continue
+        if key in active:
+            raise ConfigError("holds a recursive alias (a value that contains itself)")
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Plain data from YAML `text` (safe tags only), or ConfigError naming `where`: invalid YAML, a key given
+    twice, more than MAX_YAML_NODES values with aliases expanded, or nesting deeper than MAX_YAML_DEPTH."""
+    loader = _BoundedLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(f"{where} nests deeper than {MAX_YAML_DEPTH} levels") from None
+        if node is None:
+            return None
+        try:
+            _check_yaml_size(node)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} {exc}") from None
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"{where} is not valid YAML: {text if len(text) <= 600 else text[:597] + '...'}") from None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Plain data from a YAML config, with ``base:`` inheritance resolved (cycles refused)."""
+    """Plain data from a YAML config, with ``base:`` inheritance resolved (cycles and chains longer than
+    MAX_BASE_CHAIN refused; each file bounded as :func:`parse_yaml` says)."""
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"config inheritance cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    if len(_seen) >= MAX_BASE_CHAIN:
+        raise ConfigError(
+            f"config file {str(path)!r}: its chain of 'base:' files is longer than {MAX_BASE_CHAIN} "
+            f"(from {str(_seen[0])!r})"
+        )
     problem = describe_not_a_file(path, "config file")
     if problem is not None:
         raise ConfigError(problem)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        data = parse_yaml(path.read_text(), f"config file {str(path)!r}") or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: {exc}") from exc
     if not isinstance(data, dict):
@@ -545,13 +650,13 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(bases, (str, list)):
         raise ConfigError(
-            f"'base' in {str(path)!r} must be a path, 'preset:NAME' or a list of them; got {bases!r}"
+            f"'base' in {str(path)!r} must be a path, 'preset:NAME' or a list of them; got {brief(bases)}"
             f" ({type(bases).__name__})"
         )
     merged: dict[str, Any] = {}
     for b in [bases] if isinstance(bases, str) else list(bases):
         if not isinstance(b, str):
-            raise ConfigError(f"'base' in {str(path)!r} must be a path or a list of paths; got {b!r}")
+            raise ConfigError(f"'base' in {str(path)!r} must be a path or a list of paths; got {brief(b)}")
         merged = deep_merge(
             merged, preset(b[7:]) if b.startswith("preset:") else load_yaml(path.parent / b, (*_seen, path))
         )
@@ -586,10 +691,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} must look like key.sub=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML: {exc}") from exc
+    value = parse_yaml(raw, f"override {brief(text)}: the value") if raw.strip() else ""
     return key.strip(), value
 
 

@@ -88,6 +88,10 @@ def _load_policy(path: str, n_states: int, n_agents: int) -> np.ndarray:
         data = json.loads(f.read_text())
     except json.JSONDecodeError as exc:
         raise GameError(f"policy file {path!r} is not valid JSON: {exc}") from exc
+    except RecursionError:  # a policy is 2 levels deep; tens of thousands of '[' exhaust the parser's stack
+        raise GameError(f"policy file {path!r} nests too deeply: a policy is a list of lists (S x N)") from None
+    except UnicodeDecodeError as exc:
+        raise GameError(f"policy file {path!r} is not UTF-8 text: {exc}") from None
     if not isinstance(data, dict) or "policy" not in data:
         raise GameError(f"policy file {path!r} must hold an object with the key 'policy'")
     pol = data["policy"]

@@ -35,9 +35,13 @@ def load_tabular_game(arg: str | None, game_kwargs: dict[str, Any] | None = None
         try:
             return CLASSIC_GAMES[arg](**kwargs)
         except TypeError as exc:
-            raise EnvError(f"bad game_kwargs {kwargs} for classic game {arg!r}: {exc}") from exc
+            from drigm.config import brief
+
+            raise EnvError(f"bad game_kwargs {brief(kwargs)} for classic game {arg!r}: {brief(str(exc))}") from exc
     if kwargs:
-        raise EnvError(f"game_kwargs {kwargs} apply to classic games only ({names}), not to the file {arg!r}")
+        from drigm.config import brief
+
+        raise EnvError(f"game_kwargs {brief(kwargs)} apply to classic games only ({names}), not to the file {arg!r}")
     if not arg.endswith(".npz") and not os.path.lexists(arg):  # an existing path is reported by load_game as is
         raise EnvError(f"unknown tabular game {arg!r}: give a path to a .npz game file or one of {names}")
     try:
