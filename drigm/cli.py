@@ -175,6 +175,16 @@ def _check_robust_flags(given: list[str], cfg: Any) -> None:
             f"{', '.join(given)} configure the robust target, but target.kind is 'none': this run would train a "
             "NON-robust model. Add --target exact (or paper) to train a robust one, or drop these flags"
         )
+    from reference.sets import get_spec
+
+    symbol = get_spec(cfg.target.set).radius.symbol  # the one parameter the set reads: rho, or kl-penalty's beta
+    for flag in ("rho", "beta"):
+        unused = [g for g in given if g.startswith((f"--{flag} ", f"--override target.{flag}="))]
+        if unused and flag != symbol:
+            raise ConfigError(
+                f"{', '.join(unused)}: target.set={cfg.target.set!r} does not read target.{flag} (it takes "
+                f"--{symbol}); the value would be stored and never used"
+            )
 
 
 def _check_out(out: Path) -> None:
@@ -258,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 from drigm.run import evaluate_run
 
+                if args.rho is not None and args.set_name is None:
+                    raise ConfigError(
+                        f"--rho {args.rho:g} needs --set NAME (the set whose exact values to compute); without it the "
+                        "run's own set and radius are used"
+                    )
                 result = evaluate_run(
                     args.run, 20 if args.episodes is None else args.episodes, args.set_name, args.rho, args.device
                 )

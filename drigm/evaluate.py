@@ -31,12 +31,25 @@ def _check_episodes(episodes: int | None) -> None:
         raise ConfigError(f"--episodes={episodes!r} must be an integer >= 1")
 
 
-def _score_of(score_protocol: str | None) -> Score | None:
+def _check_env(env: str | None) -> None:
+    if env is not None and not env.strip():
+        raise ConfigError(f"--env {env!r}: give an environment spec, e.g. building:Seattle or tabular:matrix_game")
+
+
+def _score_of(score_protocol: str | None, env_name: str | None = None) -> Score | None:
+    """The normalised score of `score_protocol`; ConfigError when it defines none, or when `env_name` is of
+    another environment family than the protocol's (a building score of a tabular return means nothing)."""
     if score_protocol is None:
         return None
-    score = load_protocol(score_protocol).score
+    proto = load_protocol(score_protocol)
+    score = proto.score
     if score is None:
         raise ConfigError(f"--score-from {score_protocol!r}: that protocol defines no normalised score")
+    family = str((proto.run.get("env") or {}).get("name", "")).split(":")[0]
+    if env_name is not None and family and env_name.split(":")[0] != family:
+        raise ConfigError(
+            f"--score-from {score_protocol!r} scores {family} returns; this evaluation plays {env_name!r}"
+        )
     return score
 
 
@@ -78,9 +91,10 @@ def evaluate_anywhere(
     from drigm.sweep import evaluate_on, make_test_env
 
     _check_episodes(episodes)
-    score = _score_of(score_protocol)
+    _check_env(env)
     trainer, info = load_run(Path(run_dir), device)
     try:
+        score = _score_of(score_protocol, env or trainer.cfg.env.name)
         base = asdict(trainer.cfg.env)
         name = env or base["name"]
         same_family = name.split(":")[0] == base["name"].split(":")[0]
@@ -129,8 +143,9 @@ def evaluate_paper_agents(
     from drigm.sweep import evaluate_on, make_test_env
 
     _check_episodes(episodes)
-    score = _score_of(score_protocol)
+    _check_env(env)
     name = env or PAPER_AGENTS_ENV
+    score = _score_of(score_protocol, name)
     kwargs = dict(env_kwargs or {})
     if days is not None:
         kwargs["days"] = days_arg(days)

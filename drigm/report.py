@@ -1176,6 +1176,12 @@ def report_main(argv: list[str]) -> int:
     try:
         if args.overview_only and not args.overview:
             raise ConfigError("--overview-only needs --overview NAME")
+        if args.select_on is not None and not args.overview:
+            raise ConfigError(
+                f"--select-on {args.select_on!r} chooses rho inside an overview: it needs --overview NAME"
+            )
+        if args.exclude_seeds is not None and not args.exclude_seeds.strip(" ,"):
+            raise ConfigError(f"--exclude-seeds {args.exclude_seeds!r}: no runs given (METHOD:SEED, ...)")
         exclude = parse_exclude_seeds(args.exclude_seeds)
         if exclude:
             _check_excluded(names, args, exclude)

@@ -44,7 +44,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import connection as mp_connection
 from multiprocessing import get_context
@@ -712,6 +712,9 @@ def _seed_list(proto: Protocol, seeds: int | Sequence[int] | None) -> list[int]:
     out = [int(s) for s in seeds]
     if not out or any(s < 0 for s in out):
         raise ProtocolError(f"--seeds {out}: give a non-empty list of seeds >= 0")
+    twice = sorted({s for s in out if out.count(s) > 1})
+    if twice:
+        raise ProtocolError(f"--seeds {out}: seed(s) {twice} given twice (a seed is one run; list each once)")
     return out
 
 
@@ -887,10 +890,12 @@ def _rho_arg(text: str) -> tuple[str | None, list[float] | str]:
     set_name, sep, values = text.partition("=")
     if not sep:
         set_name, values = "", text
+    elif not set_name.strip():
+        raise argparse.ArgumentTypeError(f"--rho {text!r}: no set name before '=' (e.g. tv=0,0.1)")
     if values.strip() == "grid" and not sep:
         return None, "grid"
     try:
-        radii = [float(v) for v in _csv(values)]
+        radii = [float(v) for v in _strict_csv(f"--rho {text!r}: radii", "0,0.004,0.008")(values)]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--rho {text!r}: give 'grid', radii like 0,0.004,0.008, or SET=radii like tv=0,0.1"
@@ -917,8 +922,26 @@ def _rhos_of(given: list[tuple[str | None, list[float] | str]] | None) -> Any:
     return out
 
 
+RHO_TARGETS = {"exact", "paper", "discount"}
+"""The target kinds whose jobs read a radius (``--rho``); the others train without one."""
+
+
 def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _strict_csv(flag: str, example: str) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list with no empty item (``''`` or ``a,,b`` refused, naming `flag`)."""
+
+    def parse(text: str) -> list[str]:
+        items = [s.strip() for s in text.split(",")]
+        if not any(items):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: an empty list; give e.g. {example}")
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: an empty item between commas; give e.g. {example}")
+        return items
+
+    return parse
 
 
 def _seeds_arg(text: str) -> int | list[int]:
@@ -939,10 +962,15 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
         help="a protocol name (experiments/protocols/NAME.yaml) or a path to a protocol YAML; several joined by "
         "commas share each job's training run (their training configs must agree)",
     )
-    p.add_argument("--algos", type=_csv, default=None, help="comma-separated, e.g. vdn,qmix,qtran (default: protocol)")
+    p.add_argument(
+        "--algos",
+        type=_strict_csv("--algos", "vdn,qmix"),
+        default=None,
+        help="comma-separated, e.g. vdn,qmix,qtran (default: protocol)",
+    )
     p.add_argument(
         "--targets",
-        type=_csv,
+        type=_strict_csv("--targets", "none,exact"),
         default=None,
         help="comma-separated among none,exact,paper,discount,schedule,doubleq,dr,dr-paper,groupdr,groupdr-paper "
         "(discount: the matched control of contamination, non-robust at gamma (1 - rho); schedule: non-robust with "
@@ -951,7 +979,12 @@ def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
         "domain randomisation over the protocol's leak-free climate set, dr-paper over the paper's; "
         "groupdr(-paper): the paper's GroupDR, its stage-1 VDN dr run and reward estimators built inside the job)",
     )
-    p.add_argument("--sets", type=_csv, default=None, help="comma-separated among contamination,tv")
+    p.add_argument(
+        "--sets",
+        type=_strict_csv("--sets", "contamination,tv"),
+        default=None,
+        help="comma-separated among contamination,tv",
+    )
     p.add_argument(
         "--rho",
         type=_rho_arg,
@@ -982,6 +1015,11 @@ def sweep_main(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
     _exit_on_sigterm()
     try:
+        if args.rho and args.targets is not None and not set(args.targets) & RHO_TARGETS:
+            raise ProtocolError(
+                f"--rho with --targets {','.join(args.targets)}: none of them reads rho (only "
+                f"{', '.join(sorted(RHO_TARGETS))} do); the radii would be ignored"
+            )
         s = sweep(
             args.protocol,
             algos=args.algos,
