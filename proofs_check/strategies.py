@@ -13,6 +13,9 @@ each set's range with its ends; and structured families:
 - ``gamble``: ``split`` with a decision state 0 where agent 0's action 0 has one successor (safe) and its
   other actions spread over all outcome states (dense rows), which lead back to 0 and may differ in reward
   by more than the stakes at the decision state (the regime where the choice between risks matters);
+- ``hedge``: ``gamble``'s kernel with the outcome states owned by the agents in turn and the owners' action
+  spreads there widened (HEDGE_WIDEN), so the agents' greedy values peak in different outcomes (a hedge); built
+  backwards like ``additive`` (Q*_rob additive by construction), so only the placement of sigma can mislead;
 - ``monotone``: Q*_rob = h(sum_i w_i q_i) with h strictly increasing, by the same construction;
 - ``static-monotone``: action-independent transitions and rewards h(sum_i w_i q_i);
 - ``tied``: Q*_rob with at least two optimal joint actions per state that differ in two agents.
@@ -36,10 +39,22 @@ BALL_SETS: tuple[str, ...] = tuple(name for name, spec in SPECS.items() if spec.
 ALL_SETS: tuple[str, ...] = (*BALL_SETS, *(name for name, spec in SPECS.items() if not spec.is_ball))
 KERNEL_KINDS: tuple[str, ...] = ("dense", "sparse", "deterministic", "near-degenerate")
 REWARD_SIGNS: tuple[str, ...] = ("mixed", "negative", "positive")
-FAMILIES: tuple[str, ...] = ("random", "additive", "agent0", "split", "gamble", "monotone", "static-monotone", "tied")
+FAMILIES: tuple[str, ...] = (
+    "random",
+    "additive",
+    "agent0",
+    "split",
+    "gamble",
+    "hedge",
+    "monotone",
+    "static-monotone",
+    "tied",
+)
 FACTORISABLE: tuple[str, ...] = ("additive", "agent0", "split", "gamble")
 MONOTONE_MIXABLE: tuple[str, ...] = ("additive", "agent0", "split", "gamble", "monotone", "static-monotone")
 REDUCIBLE: tuple[str, ...] = ("random", "agent0", "split")
+HEDGE_WIDEN = 6.0
+"""How much the hedge family widens each outcome owner's action spread (x3 gave C3 in 15% of draws, x6 in 18%)."""
 
 #: the finite upper end used for sets whose rho range is unbounded (kl, chi2) and for the kl-penalty beta
 RHO_TOP: dict[str, float] = {name: spec.test_top for name, spec in SPECS.items()}
@@ -241,11 +256,11 @@ def games(
     sign = draw(st.sampled_from(rewards))
     res = draw(st.sampled_from(RESOLUTIONS))  # reward grid: halves (readable) or twentieths (finer search)
     g = draw(gamma if gamma is not None else gammas())
-    if family == "gamble":  # its kernel is built below: one safe row, dense gambles, deterministic returns
+    if family in ("gamble", "hedge"):  # its kernel is built below: one safe row, dense gambles, deterministic returns
         S, acts, kind = max(S, 3), (max(acts[0], 2), *acts[1:]), "safe+dense"
     shape = (S, *acts)
 
-    if family == "gamble":
+    if family in ("gamble", "hedge"):
         n0 = acts[0]
         rows = np.zeros((S, n0, S))
         rows[1:, :, 0] = 1.0  # outcomes lead back to the decision state
@@ -262,7 +277,7 @@ def games(
     Q_design = None
     if family == "random":
         R = _signed(draw(_int_array(shape, -4 * res, 4 * res)) / res, sign)
-    elif family in ("additive", "agent0", "split", "gamble"):
+    elif family in ("additive", "agent0", "split", "gamble", "hedge"):
         utils = [_signed(draw(_int_array((S, n), -3 * res, 3 * res)) / res, sign) / N for n in acts]
         if family == "gamble":  # small stakes at the decision state, outcomes that differ by a bonus per state
             utils = [np.concatenate([u[:1] / 4.0, u[1:]]) for u in utils]
@@ -271,6 +286,15 @@ def games(
             utils[0] = utils[0] + bonus
         if family in ("split", "gamble"):  # in each state only its owner's action changes the reward
             owner = draw(_int_array((S,), 0, N - 1)).astype(np.int64)
+        if family == "hedge":
+            # small stakes at the decision state; the outcomes owned by the agents in turn (state 0 by agent 0).
+            # VDN splits a state's constant evenly among the agents, so an outcome's stakes are its owner's action
+            # spread: widened, so that the agents' greedy values peak in different outcomes (a hedge)
+            owner = np.array([0] + [(k - 1) % N for k in range(1, S)], dtype=np.int64)
+            outcome = (np.arange(S) > 0)[:, None]
+            utils = [np.where((owner == i)[:, None] & outcome, HEDGE_WIDEN * u, u) for i, u in enumerate(utils)]
+            utils = [np.concatenate([u[:1] / 4.0, u[1:]]) for u in utils]
+        if family in ("split", "gamble", "hedge"):
             utils = [np.where((owner == i)[:, None], u, u.mean(axis=1, keepdims=True)) for i, u in enumerate(utils)]
         table = _additive(utils)
         if family in ("agent0", "split", "gamble"):

@@ -220,3 +220,20 @@ def test_c3_search_and_confirmation_judge_one_definition() -> None:
             props._confirm_c3(props.FalsifiedError("hit", case, vals))  # ConfirmationError if they disagree
 
     draw()
+
+
+def test_c3_passes_consecutive_runs_with_a_database_and_with_random_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 31: the README's theory command failed C3 on every run once its database held a stale example.
+    benchmarks/proofs_check_stability.py runs 20 rounds; CI runs two (the database persists between them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stab", REPO / "benchmarks" / "proofs_check_stability.py")
+    assert spec is not None and spec.loader is not None
+    stab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stab)
+    monkeypatch.setenv("PROOFS_CHECK_DB", str(tmp_path))
+    result = stab.stability(["c3_per_agent_robustification"], 2, tmp_path)
+    assert result == {("c3_per_agent_robustification", "ci"): [True, True],
+                      ("c3_per_agent_robustification", "random"): [True, True]}  # fmt: skip
