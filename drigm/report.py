@@ -120,8 +120,8 @@ def requested_jobs(protocol: str, out_root: Path, scale: str, preset: str | None
     try:
         raw = json.loads(manifest.read_text())["jobs"]
         jobs = [Job(j["algo"], j["target"], j["set"], j["rho"], int(j["seed"]), j.get("tag", "")) for j in raw]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{str(manifest)!r} is malformed: {exc}") from exc
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
+        raise ConfigError(f"{str(manifest)!r} is malformed: {str(exc)[:200]}") from None
     return proto, jobs
 
 

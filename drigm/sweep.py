@@ -37,6 +37,7 @@ import contextlib
 import csv
 import fcntl
 import json
+import math
 import os
 import signal
 import sys
@@ -408,11 +409,82 @@ def _portable(path: Path) -> str:
         return str(path)
 
 
-def is_finished(path: Path, proto: Protocol, job: Job) -> bool:
-    """True when `path` holds a valid results file for exactly this protocol, scale, job, config and test set."""
+class CorruptResultsError(ConfigError):
+    """A results file that is not what a sweep writes (binary, not JSON, wrongly typed or non-finite numbers);
+    the message names the file and the field."""
+
+
+def _check_numbers(values: Any, where: str, finite: bool) -> None:
+    if not isinstance(values, list):
+        raise CorruptResultsError(f"{where} is a {type(values).__name__}, not a list of numbers")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise CorruptResultsError(f"{where}[{i}] = {v!r:.60} is not a number")
+        if finite and not math.isfinite(v):
+            raise CorruptResultsError(f"{where}[{i}] = {v!r} is not a finite number")
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """The results file at `path`, checked: a JSON object whose tests hold lists of finite numbers (returns,
+    scores, lengths), booleans (won) and whose learning curve holds numbers. CorruptResultsError names the file
+    and the first bad field; OSError (a missing file) passes through."""
+    path = Path(path)
+    where = f"results file {str(path)!r}"
     try:
-        r = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        r = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise CorruptResultsError(f"{where} is not UTF-8 text (a binary file?)") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CorruptResultsError(f"{where} is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(r, dict):
+        raise CorruptResultsError(f"{where} holds a {type(r).__name__}, not a JSON object")
+    tests = r.get("tests", {})
+    if not isinstance(tests, dict):
+        raise CorruptResultsError(f"{where}: 'tests' is a {type(tests).__name__}, not an object")
+    for name, t in tests.items():
+        if not isinstance(t, dict):
+            raise CorruptResultsError(f"{where}: tests[{name!r}] is a {type(t).__name__}, not an object")
+        for key in ("returns", "score", "lengths"):
+            if key in t:
+                _check_numbers(t[key], f"{where}: tests[{name!r}].{key}", finite=True)
+        if "won" in t and not (isinstance(t["won"], list) and all(isinstance(w, bool) for w in t["won"])):
+            raise CorruptResultsError(f"{where}: tests[{name!r}].won is not a list of true/false")
+    curve = r.get("curve", {})
+    if not isinstance(curve, dict):
+        raise CorruptResultsError(f"{where}: 'curve' is a {type(curve).__name__}, not an object")
+    for key, values in curve.items():
+        _check_numbers(values, f"{where}: curve[{key!r}]", finite=False)  # a curve may hold nan where unlogged
+    return r
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a corrupt results file to ``NAME.corrupt`` (``NAME.corrupt.N`` if taken), so it is kept, not
+    overwritten; returns the new path."""
+    path = Path(path)
+    dest = path.with_name(path.name + ".corrupt")
+    k = 1
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.corrupt.{k}")
+        k += 1
+    path.rename(dest)
+    return dest
+
+
+def is_finished(path: Path, proto: Protocol, job: Job, corrupt: str = "raise") -> bool:
+    """True when `path` holds a valid results file for exactly this protocol, scale, job, config and test set.
+
+    A corrupt file (:func:`read_results`) raises CorruptResultsError (`corrupt` 'raise', what a report wants) or
+    is set aside as ``*.corrupt`` with a warning on stderr and counts as unfinished (`corrupt` 'set-aside', what a
+    sweep wants: the job reruns, the file is kept)."""
+    try:
+        r = read_results(Path(path))
+    except OSError:
+        return False
+    except CorruptResultsError as exc:
+        if corrupt != "set-aside":
+            raise
+        moved = set_aside(Path(path))
+        print(f"drigm sweep: warning: {exc}; moved to {str(moved)!r}, the job runs again", file=sys.stderr)
         return False
     try:
         return (
@@ -824,7 +896,11 @@ def sweep(
         remove_stale_temps(rdir, recursive=True, min_age_s=STALE_TEMP_AGE_S)  # left by a killed sweep's writes
         _update_manifest(rdir / "sweep.json", p, jobs)
     rdir = result_dir(out_root, proto.name, proto.label)
-    todo = [j for j in jobs if not all(is_finished(result_path(out_root, p.name, p.label, j), p, j) for p in protos)]
+    todo = [
+        j
+        for j in jobs
+        if not all(is_finished(result_path(out_root, p.name, p.label, j), p, j, corrupt="set-aside") for p in protos)
+    ]
     # seed-major order: every method's first seed before any method's second, so a sweep stopped part-way
     # leaves comparable methods (the sort is stable: methods keep their order within a seed)
     seed_rank = {seed: i for i, seed in enumerate(dict.fromkeys(j.seed for j in jobs))}
