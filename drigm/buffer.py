@@ -8,12 +8,15 @@ last transition sit at index ``len``; transition fields (actions, reward, termin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from reference.memory import check_fits
 
 
 class BufferError(ValueError):
@@ -49,6 +52,11 @@ class EpisodeBuffer:
             raise BufferError("the scheme needs a 'filled' field marking real transitions")
         if capacity < 1 or max_seq_length < 2:
             raise BufferError(f"capacity={capacity} must be >= 1 and max_seq_length={max_seq_length} >= 2")
+        per_step = sum(math.prod(f.shape) * torch.empty((), dtype=f.dtype).element_size() for f in scheme.values())
+        check_fits(
+            f"learner.buffer_size={capacity} episodes of {max_seq_length} steps (the replay)",
+            capacity * (max_seq_length * per_step + 8),
+        )
         self.scheme = dict(scheme)
         self.capacity = capacity
         self.max_seq_length = max_seq_length
@@ -179,6 +187,9 @@ class TransitionBuffer:
         self.capacity, self.history = capacity, history
         self.shapes = (n_agents, n_actions, obs_dim, state_dim)
         N, A, O, S, C, h = n_agents, n_actions, obs_dim, state_dim, capacity, history
+        # bytes per transition of the tensors below (windows, state pair, masks, actions, reward, flags, version)
+        per = (h + 1) * (N * O * 4 + N * 8 + 1) + 2 * S * 4 + 2 * N * A + N * 8 + 4 + 1 + 8 + (8 if time_index else 0)
+        check_fits(f"learner.buffer_size={C} transitions with {h}-step windows (the replay)", C * per)
         self.data: dict[str, Tensor] = {
             "win_obs": torch.zeros(C, h + 1, N, O),
             "win_actions": torch.full((C, h + 1, N), -1, dtype=torch.int64),

@@ -191,6 +191,13 @@ def _check_out(out: Path) -> None:
     """Refuse an output path that exists but is not a directory (a file, a FIFO, a dangling link)."""
     from drigm.config import ConfigError
 
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"--out {str(out)!a} is not valid UTF-8 (its bytes came from another encoding); the run's logs and "
+            "results files need a UTF-8 path"
+        ) from None
     if os.path.lexists(out) and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory; give a run directory (new or existing)")
 
@@ -236,9 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     from drigm.paper_checkpoint import PaperCheckpointError
     from reference.atomic_io import describe_os_error
     from reference.game import GameError
+    from reference.memory import MemoryBudgetError
     from reference.sets import UncertaintySetError
 
-    user_errors = (ConfigError, CheckpointError, EnvError, UncertaintySetError, GameError, PaperCheckpointError)
+    user_errors = (
+        ConfigError,
+        CheckpointError,
+        EnvError,
+        UncertaintySetError,
+        GameError,
+        PaperCheckpointError,
+        MemoryBudgetError,
+    )
     try:
         if args.command == "train":
             from drigm.run import Trainer

@@ -477,7 +477,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}={brief(value)} must be a number, not a boolean")
         if isinstance(value, (int, float, str)):
-            f = _string_number(value, key, "a number") if isinstance(value, str) else float(value)
+            try:
+                f = _string_number(value, key, "a number") if isinstance(value, str) else float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                raise ConfigError(f"{key}={brief(value)} is too large for a float (at most about 1.8e308)") from None
             if not math.isfinite(f):
                 raise ConfigError(f"{key}={brief(value)} must be a finite number (NaN and inf are refused)")
             return f

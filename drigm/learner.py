@@ -37,6 +37,7 @@ from drigm.normalization import RunningNorm
 from drigm.reward_estimator import RewardEstimator
 from drigm.targets import TargetInputs, build_target
 from drigm.window_agents import Window, WindowController
+from reference.memory import MemoryBudgetError, check_fits
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,6 +58,26 @@ def resolve_device(name: str) -> torch.device:
             f"allowed cuda:0..cuda:{torch.cuda.device_count() - 1}"
         )
     return dev
+
+
+def check_network_memory(
+    cfg: RunConfig, ctrl_cls: type, n_agents: int, n_actions: int, obs_dim: int, state_dim: int
+) -> None:
+    """Refuse (MemoryBudgetError naming agent.hidden and the mixer) networks that cannot fit in memory: they are
+    built on torch's meta device (no storage) and counted five times (online, target, gradient, two Adam moments).
+    """
+    what = f"agent.hidden={cfg.agent.hidden} and mixer {cfg.mixer.name} {cfg.mixer.typed_params()}"
+    try:
+        with torch.device("meta"):
+            ctrl = ctrl_cls(n_agents, n_actions, obs_dim, cfg.agent, obs_norm=cfg.learner.input_norm)
+            mixer = build_mixer(cfg.mixer.name, cfg.mixer.typed_params(), state_dim, n_agents, n_actions)
+    except (RuntimeError, OverflowError) as exc:  # a tensor size beyond what torch can even describe
+        raise MemoryBudgetError(f"networks of {what} are too large to build: {str(exc)[:120]}") from None
+    params = sum(p.numel() for p in ctrl.parameters()) + sum(p.numel() for p in mixer.parameters())
+    check_fits(
+        f"networks of {params:.3g} parameters ({what}) with their target copies, gradients and optimiser state",
+        params * 4 * 5,
+    )
 
 
 class Learner:
@@ -91,6 +112,7 @@ class Learner:
         # the TD target's reward: the team reward times reward_scale, added once per agent with td_reward agent_sum
         self.td_reward_factor = lc.reward_scale * (n_agents if lc.td_reward == "agent_sum" else 1)
         ctrl_cls = WindowController if self.transitions else AgentController
+        check_network_memory(cfg, ctrl_cls, n_agents, n_actions, obs_dim, state_dim)
         self.controller: AgentController | WindowController = ctrl_cls(
             n_agents, n_actions, obs_dim, cfg.agent, obs_norm=lc.input_norm
         ).to(device)

@@ -7,6 +7,7 @@ never renormalises.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reference.atomic_io import atomic_write, describe_not_a_file
+from reference.memory import MemoryBudgetError, check_fits
 
 STOCHASTIC_TOL = 1e-8
 
@@ -267,8 +269,15 @@ def random_game(
     lo, hi = reward_range
     if not lo <= hi:
         raise GameError(f"reward_range {reward_range} must satisfy low <= high")
-    rng = np.random.default_rng(seed)
     shape = (n_states, *acts)
+    joint = math.prod(acts)
+    # the kernel (S x A x S float64, plus the sparsity mask) and the rewards, before anything is allocated
+    nbytes = n_states * joint * (n_states * (8 + (1 if sparsity > 0 else 0)) + 8)
+    try:
+        check_fits(f"a random game of {n_states} states and {joint} joint actions (--states, --actions)", nbytes)
+    except MemoryBudgetError as exc:
+        raise GameError(str(exc)) from None
+    rng = np.random.default_rng(seed)
     P = rng.dirichlet(np.ones(n_states), size=shape)
     if sparsity > 0 and n_states > 1:
         keep = rng.random(P.shape) >= sparsity
