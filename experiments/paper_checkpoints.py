@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 from drigm.paper_checkpoint import PaperCheckpointError, load_paper_agents  # noqa: E402
 from drigm.protocol import Protocol, load_protocol  # noqa: E402
+from drigm.stats import t_interval  # noqa: E402
 from drigm.sweep import evaluate_on  # noqa: E402
 from reference.atomic_io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -69,9 +70,18 @@ NETS: dict[str, Net] = {
     "qmix-tv-0.0": Net("QMIX TV rho 0.0", "qmix_g", 0.0, None, "qmix-paper-tv-rho0.0"),
     "vdn": Net("VDN (non-robust)", "vdn", 0.0, ("none", "vdn"), "vdn-none"),
     "vdn-tv-0.5": Net("VDN TV rho 0.5", "vdn_g", 0.5, ("tv", "vdn"), "vdn-paper-tv"),
+    "vdn-tv-0.0": Net("VDN TV rho 0.0", "vdn_g", 0.0, None, "vdn-paper-tv-rho0.0"),
+    "qmix-cont-0.008": Net(
+        "QMIX contamination rho 0.008", "qmix", 0.008, ("contamination", "qmix"), "qmix-paper-contamination"
+    ),
+    "qtran": Net("QTRAN (non-robust)", "qtran", 0.0, ("none", "qtran"), "qtran-none"),
+    "qtran-tv-0.2": Net("QTRAN TV rho 0.2", "qtran_g", 0.2, ("tv", "qtran"), "qtran-paper-tv"),
+    "qtran-tv-0.0": Net("QTRAN TV rho 0.0", "qtran_g", 0.0, None, "qtran-paper-tv-rho0.0"),
 }
-"""The paper's networks scored here (its evaluate_saved_networks.py PLOT_RHO_VALUES: TV rho 0.2 for QMIX, 0.5 for
-VDN; rho 0 of the contamination family is the non-robust run)."""
+"""The paper's networks scored here (its evaluate_saved_networks.py PLOT_RHO_VALUES: TV rho 0.2 for QMIX and QTRAN,
+0.5 for VDN; contamination 0.008 for QMIX; rho 0 of the contamination family is the non-robust run, rho 0 of the TV
+family the matched control: the same dual-network loop without robustness). QTRAN's agents (its QNetworkWithPhi)
+have the same layout as the others."""
 
 SEEDS = (0, 1, 10, 16, 42)
 """The paper's training seeds (its results_seeds_* folders)."""
@@ -165,6 +175,19 @@ def _paper_cell(proto: Protocol, net: Net, test: str) -> tuple[float, float] | N
     return (float(cell[0]), float(cell[1])) if cell else None
 
 
+COMPARISONS = (
+    ("qmix-tv-0.2", "qmix-tv-0.0", "QMIX TV 0.2 - its matched control TV 0.0 (same dual-network loop, rho 0)"),
+    ("qmix-tv-0.2", "qmix", "QMIX TV 0.2 - non-robust QMIX"),
+    ("qmix-tv-0.0", "qmix", "QMIX TV 0.0 (control) - non-robust QMIX"),
+    ("vdn-tv-0.5", "vdn-tv-0.0", "VDN TV 0.5 - its matched control TV 0.0"),
+    ("vdn-tv-0.5", "vdn", "VDN TV 0.5 - non-robust VDN"),
+    ("qmix-cont-0.008", "qmix", "QMIX contamination 0.008 - non-robust QMIX"),
+    ("qtran-tv-0.2", "qtran-tv-0.0", "QTRAN TV 0.2 - its matched control TV 0.0"),
+    ("qtran-tv-0.2", "qtran", "QTRAN TV 0.2 - non-robust QTRAN"),
+)
+"""(robust net, reference net, label): paired per-seed differences (the paper trains every net of a seed on the
+same day sequence, so seed k of one is paired with seed k of the other)."""
+
 SUMMARY_CELLS = {
     "paper-tucson": ("building-paper-seasonal", "Tucson (paper days)"),
     "paper-newyork": ("building-paper-climate", "NewYork"),
@@ -186,8 +209,8 @@ def _complete_results(out: Path, proto: Protocol) -> dict[str, dict[int, dict[st
 
 def write_summary(out: Path, protos: dict[str, Protocol]) -> Path:
     """OUT/summary.json: per net, the README's four cells beside the paper (experiments/building_answer.py reads
-    it) as drigm's report cells over seeds (values, mean, SE with ddof 1, bootstrap CI), the same statistic as
-    the building overviews of drigm's own runs."""
+    it) as drigm's report cells over seeds (values, mean, SE, bootstrap CI), the same statistics as the building
+    overviews of drigm's own runs: SE with ddof 0 (the paper's) in the paper's columns, ddof 1 in the held-out ones."""
     from drigm.report import cell
 
     collected = {name: _complete_results(out, proto) for name, proto in protos.items()}
@@ -200,17 +223,65 @@ def write_summary(out: Path, protos: dict[str, Protocol]) -> Path:
                 continue
             tests = [test] if test is not None else [t.name for t in protos[day_set].tests]
             values = [float(np.mean([r["tests"][t]["mean_score"] for t in tests])) for _, r in sorted(by_seed.items())]
-            c = cell(values)
+            c = cell(values, ddof=0 if key.startswith("paper-") else 1)  # as the overviews: the paper's SE beside it
             cells[key] = {"values": c.values, "mean": c.mean, "se": c.se, "ci": c.ci, "seeds": sorted(by_seed)}
         if cells:
             methods[spec.method] = {"net": net, "label": spec.label, **cells}
+    comparisons = []
+    for a, b, label in COMPARISONS:
+        row: dict[str, Any] = {"robust": a, "reference": b, "label": label}
+        for key in SUMMARY_CELLS:
+            ca, cb = methods.get(NETS[a].method, {}).get(key), methods.get(NETS[b].method, {}).get(key)
+            if not ca or not cb:
+                continue
+            common = sorted(set(ca["seeds"]) & set(cb["seeds"]))
+            va = dict(zip(ca["seeds"], ca["values"], strict=True))
+            vb = dict(zip(cb["seeds"], cb["values"], strict=True))
+            diffs = [va[k] - vb[k] for k in common]
+            ci = t_interval(diffs) if len(diffs) >= 2 else None
+            row[key] = {"diffs": diffs, "seeds": common, "mean": float(np.mean(diffs)) if diffs else None, "t_ci": ci}
+        comparisons.append(row)
     path = out / "summary.json"
-    atomic_write_json(path, {"format": FORMAT, "score": "the paper's units", "methods": methods}, make_parents=True)
+    data = {"format": FORMAT, "score": "the paper's units", "methods": methods, "comparisons": comparisons}
+    atomic_write_json(path, data, make_parents=True)
     return path
 
 
-def write_report(out: Path, repo: Path, protos: dict[str, Protocol], missing: list[str], command: str) -> Path:
-    """OUT/README.md from every result file present (not only this invocation's)."""
+def comparison_lines(summary: dict[str, Any]) -> list[str]:
+    """Markdown: the paired differences of summary.json, mean [95% Student-t CI] per cell."""
+    heads = {
+        "paper-tucson": "paper's Tucson days",
+        "paper-newyork": "paper's New York days",
+        "held-out-tucson": "held-out Tucson days",
+        "held-out-climates": "held-out days, 5 other climates",
+    }
+    lines = [
+        "## Robust against its references, paired by seed",
+        "",
+        "Per-seed differences of the mean score (seed k of one net minus seed k of the other: the paper trains every"
+        " net of a seed on the same day sequence); mean [95% Student-t CI over seeds]. An interval that contains 0 is"
+        " no evidence of a difference.",
+        "",
+        "| comparison | " + " | ".join(heads.values()) + " |",
+        "|---" * (len(heads) + 1) + "|",
+    ]
+    for row in summary.get("comparisons", []):
+        cells = []
+        for key in heads:
+            c = row.get(key)
+            if not c or c["mean"] is None:
+                cells.append("")
+                continue
+            ci = f" [{c['t_ci'][0]:+.3f}, {c['t_ci'][1]:+.3f}]" if c["t_ci"] else ""
+            cells.append(f"{c['mean']:+.3f}{ci} (n={len(c['diffs'])})")
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def write_report(
+    out: Path, repo: Path, protos: dict[str, Protocol], missing: list[str], command: str, summary: dict[str, Any]
+) -> Path:
+    """OUT/README.md from every result file present (not only this invocation's) and the paired comparisons."""
     lines = [
         "# The seed paper's released networks, scored by drigm",
         "",
@@ -268,6 +339,7 @@ def write_report(out: Path, repo: Path, protos: dict[str, Protocol], missing: li
                 vals = " | ".join(f"{r['tests'][t]['mean_score']:.4f}" for t in tests)
                 lines.append(f"| {NETS[net].label} | {seed} | {vals} |")
         lines.append("")
+    lines += comparison_lines(summary)
     lines += ["## Missing", ""]
     lines += [f"- {m}" for m in missing] if missing else ["None: every requested network file was found."]
     path = out / "README.md"
@@ -346,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             means = ", ".join(f"{t} {r['mean_score']:.3f}" for t, r in result["tests"].items())
             print(f"{where}: {means} ({result['seconds']:.0f}s; {time.perf_counter() - start:.0f}s in all)", flush=True)
         atomic_write_json(out / "missing.json", missing, make_parents=True)
-    report = write_report(out, repo, protos, missing, command)
     summary = write_summary(out, protos)
+    report = write_report(out, repo, protos, missing, command, json.loads(summary.read_text()))
     print(f"wrote {report} and {summary}")
     return 0
 
