@@ -65,6 +65,10 @@ def _table(rows: list[DemoRow], tests: list[str]) -> str:
     return "\n".join(lines)
 
 
+SCORE_AXIS = "score (R + 9000) / 9000, R = the 6 agents' rewards summed (the paper's units)"
+"""The y axis of the demo plot: the building protocols' score, in the seed paper's units."""
+
+
 def _plot(rows: list[DemoRow], tests: list[str], path: Path, episodes: int) -> None:
     import matplotlib
 
@@ -79,7 +83,7 @@ def _plot(rows: list[DemoRow], tests: list[str], path: Path, episodes: int) -> N
         ax.bar(x, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=r.method)
     ax.set_xticks(np.arange(len(tests)))
     ax.set_xticklabels(tests, fontsize=8)
-    ax.set_ylabel("normalised score (return + 9000) / 9000")
+    ax.set_ylabel(SCORE_AXIS)
     ax.set_title(f"QMIX on building after {episodes} training days (error bars: SE over test days)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
@@ -150,7 +154,7 @@ def building_demo(
     plot = Path(out) / "demo.png"
     _plot(rows, names, plot, episodes)
     seconds = time.perf_counter() - start
-    print(f"\nNormalised score (return + 9000) / 9000, mean +- SE over {test_episodes} test days:\n\n{table}")
+    print(f"\n{proto.score.label}, mean +- SE over {test_episodes} test days:\n\n{table}")
     print(f"\nplot: {plot} ({seconds:.0f} s in total)")
     return DemoResult(rows, names, table, plot, seconds, episodes)
 

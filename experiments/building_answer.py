@@ -27,6 +27,7 @@ START, END = "<!-- building-answer:start -->", "<!-- building-answer:end -->"
 LOOPS = (
     ("paper", "the paper's loop, its LSTM agent"),
     ("paper-mlp", "the paper's loop, MLP window"),
+    ("paper-mlp-joint", "the paper's loop and team-wide exploration, MLP window"),
     ("paper-mlp-v1", "old loop (before issue 30)"),
 )
 # (method label, row name, the paper's (Tucson, New York) cells or None): the methods of the paper's table that
@@ -41,6 +42,10 @@ METHODS = (
     ("qmix-groupdr-paper", "QMIX, the paper's GroupDR", (0.499, 0.383)),
     ("vdn-none", "VDN", (0.877, 0.440)),
     ("vdn-paper-tv", "VDN, paper TV 0.5", (0.898, 0.627)),
+    ("vdn-paper-tv-rho0.0", "VDN, paper TV 0.0 (control)", None),
+    ("qtran-none", "QTRAN", (0.816, 0.654)),
+    ("qtran-paper-tv", "QTRAN, paper TV 0.2", (0.861, 0.733)),
+    ("qtran-paper-tv-rho0.0", "QTRAN, paper TV 0.0 (control)", None),
 )
 SEASONAL, CLIMATE, HELD_SEASON, HELD_CLIMATE = (
     "building-paper-seasonal",
