@@ -1,8 +1,8 @@
-"""THEORY.md as Hypothesis properties, checked against the exact reference solver, with a report.
+"""docs/theory.md as Hypothesis properties, checked against the exact reference solver, with a report.
 
 ``python -m proofs_check [--profile ci|thorough] [--json OUT.json]`` prints one row per theorem and
 counterexample. From Python: :func:`run_all` / :func:`run_property` return :class:`PropertyResult` objects,
-:func:`format_report` renders them and :func:`write_json` writes the GAME_FORMAT.md contract.
+:func:`format_report` renders them and :func:`write_json` writes the docs/game-format.md contract.
 Imports :mod:`reference`; nothing in :mod:`reference` imports this package.
 """
 

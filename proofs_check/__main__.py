@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the report command."""
     p = argparse.ArgumentParser(
         prog="python -m proofs_check",
-        description="Check THEORY.md (sections 2-5) with Hypothesis and the exact reference solver.",
+        description="Check docs/theory.md (sections 2-5) with Hypothesis and the exact reference solver.",
     )
     p.add_argument(
         "--profile",
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(PROFILES),
         help="; ".join(f"{k}: {v.description}" for k, v in PROFILES.items()),
     )
-    p.add_argument("--json", metavar="OUT.json", help="write the GAME_FORMAT.md list of results here")
+    p.add_argument("--json", metavar="OUT.json", help="write the list of results (docs/game-format.md) here")
     p.add_argument("--only", metavar="NAME", action="append", help="run only this property (repeatable)")
     p.add_argument("--list", action="store_true", help="list the properties and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

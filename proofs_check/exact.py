@@ -3,7 +3,7 @@
 A robust policy-iteration warm start gets close to the fixed point in a few linear solves; the reference's
 value iteration (or the reference's backup, for a fixed policy) then finishes and certifies the result, so
 every returned error bound comes from the reference formulas. Iteration counts are capped at what the
-gamma-contraction of THEORY.md section 3 guarantees: an operator that is not a contraction (a broken
+gamma-contraction of docs/theory.md section 3 guarantees: an operator that is not a contraction (a broken
 formula) raises :class:`ContractionError` instead of looping.
 """
 

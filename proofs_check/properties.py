@@ -1,4 +1,4 @@
-"""THEORY.md sections 2 to 5 as named properties, each one function registered in :data:`REGISTRY`.
+"""docs/theory.md sections 2 to 5 as named properties, each one function registered in :data:`REGISTRY`.
 
 A theorem's function raises :class:`FalsifiedError` when the statement fails on the drawn example. A
 counterexample's function is the *negation* of the refuted claim: it raises :class:`FalsifiedError` when the
@@ -51,7 +51,7 @@ class ConfirmationError(RuntimeError):
 
 @dataclass(frozen=True)
 class Property:
-    """One named statement of THEORY.md: how to draw examples, how to check one, and how many to try."""
+    """One named statement of docs/theory.md: how to draw examples, how to check one, and how many to try."""
 
     name: str
     kind: Kind

@@ -36,8 +36,8 @@ def _detail(res: PropertyResult) -> str:
 
 
 def format_table(results: Sequence[PropertyResult], profile: str = "ci") -> str:
-    """The main table: property, kind, THEORY section, examples, valid fraction (examples / (examples + rejected);
-    a theorem below runner.MIN_VALID_FRACTION fails), verdict, detail."""
+    """The main table: property, kind, docs/theory.md section, examples, valid fraction (examples / (examples +
+    rejected); a theorem below runner.MIN_VALID_FRACTION fails), verdict, detail."""
     head = ("property", "kind", "sec", "examples", "valid", "verdict", "time", "detail")
     rows = [
         (
@@ -53,7 +53,7 @@ def format_table(results: Sequence[PropertyResult], profile: str = "ci") -> str:
         for r in results
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
-    lines = [f"proofs_check: THEORY.md sections 2-5, profile {profile}", ""]
+    lines = [f"proofs_check: docs/theory.md sections 2-5, profile {profile}", ""]
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -117,7 +117,7 @@ def format_report(results: Sequence[PropertyResult], profile: str = "ci") -> str
 
 
 def write_json(results: Sequence[PropertyResult], path: str | os.PathLike[str]) -> Path:
-    """Write the GAME_FORMAT list of objects to `path` atomically (temporary file, then os.replace)."""
+    """Write the list of objects of docs/game-format.md to `path` atomically (temporary file, then os.replace)."""
     payload = json.dumps([r.to_json() for r in results], indent=1, allow_nan=False, default=_default)
     return atomic_write_text(path, payload, make_parents=True)
 

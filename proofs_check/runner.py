@@ -56,7 +56,7 @@ def get_profile(name: str) -> Profile:
 
 @dataclass
 class PropertyResult:
-    """The outcome of one property: GAME_FORMAT keys (name, kind, examples, passed) plus details."""
+    """The outcome of one property: the docs/game-format.md keys (name, kind, examples, passed) plus details."""
 
     name: str
     kind: str
@@ -80,7 +80,7 @@ class PropertyResult:
         return self.examples / total if total else 1.0
 
     def to_json(self) -> dict[str, Any]:
-        """The GAME_FORMAT object: name, kind, examples, passed (+ counterexample), with extra keys."""
+        """The docs/game-format.md object: name, kind, examples, passed (+ counterexample), plus extra keys."""
         out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,

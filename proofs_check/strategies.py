@@ -1,6 +1,6 @@
 """Hypothesis strategies for cooperative robust Markov games and support-function inputs.
 
-Coverage (THEORY.md sections 2-4): S in 1..8, N in 1..3, n_i in 1..4; dense, sparse, deterministic and
+Coverage (docs/theory.md sections 2-4): S in 1..8, N in 1..3, n_i in 1..4; dense, sparse, deterministic and
 near-degenerate kernels; negative, positive and mixed rewards; gamma in [0, 0.99] with both ends; rho over
 each set's range with its ends; and structured families:
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m reference random | classic | solve | evaluate`` (GAME_FORMAT.md contracts)."""
+"""Command line: ``python -m reference random | classic | solve | evaluate`` (docs/game-format.md contracts)."""
 
 from __future__ import annotations
 
@@ -70,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, helptext in (("solve", "robust value iteration"), ("evaluate", "robust and nominal values of a policy")):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("game", help="game .npz (GAME_FORMAT.md)")
+        s.add_argument("game", help="game .npz (docs/game-format.md)")
         s.add_argument("--set", dest="set_name", required=True, choices=SET_NAMES)
         s.add_argument("--rho", type=_finite_float, required=True)
         s.add_argument("--tol", type=_tolerance, default=1e-10, help="certified error bound target (finite, > 0)")
-        s.add_argument("--json", action="store_true", help="print the JSON contract of GAME_FORMAT.md")
+        s.add_argument("--json", action="store_true", help="print the JSON contract of docs/game-format.md")
         if name == "evaluate":
             s.add_argument("--policy", required=True, help='POLICY.json: {"policy": [[a_1..a_N] per state]}')
     return p
@@ -108,7 +108,7 @@ def _load_policy(path: str, n_states: int, n_agents: int) -> np.ndarray:
 
 
 def _solve(args: argparse.Namespace) -> tuple[dict, bool]:
-    """The solve JSON of GAME_FORMAT.md (exactly its keys), and whether value iteration met --tol."""
+    """The solve JSON of docs/game-format.md (exactly its keys), and whether value iteration met --tol."""
     game = load_game(args.game)
     uset = make_set(args.set_name, args.rho)
     res = value_iteration(game, uset, tol=args.tol)  # a stalled residual warns on stderr; error_bound stays honest

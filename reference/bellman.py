@@ -1,7 +1,7 @@
 """Robust Bellman operators, value iteration, policy evaluation and worst-case kernels.
 
 All functions are plain functions over a validated :class:`~reference.game.Game` and an
-:class:`~reference.sets.UncertaintySet` (THEORY.md section 3). Joint actions are flattened in C order.
+:class:`~reference.sets.UncertaintySet` (docs/theory.md section 3). Joint actions are flattened in C order.
 
 Policies are accepted in three forms (see :func:`joint_policy`):
 - deterministic joint: integer-dtype array (S, N), one joint action per state;

@@ -1,7 +1,7 @@
 """Value factorisation on tabular games: IGM/DrIGM checks, max-marginals, worst-case-kernel utilities,
 the naive per-agent worst case, and projected robust value iteration for VDN and monotone mixing.
 
-THEORY.md section 4. Arrays: a joint action-value table ``Q`` has shape (S, n_1, ..., n_N); utilities are
+docs/theory.md section 4. Arrays: a joint action-value table ``Q`` has shape (S, n_1, ..., n_N); utilities are
 a list of N arrays, agent i's of shape (S, n_i). Greedy sets are taken with an absolute tolerance ``atol``
 (values within ``atol`` of the maximum count as maximal), so callers can pass
 :func:`reference.bellman.tie_tolerance` of a certified solve. Plain numpy/scipy; never torch.
@@ -280,7 +280,7 @@ def sup_support(uset: UncertaintySet, P0: np.ndarray, V: np.ndarray) -> np.ndarr
 
 
 def naive_worst_case_utilities(game: Game, uset: UncertaintySet, V: np.ndarray) -> Utilities:
-    """The naive Q_i^naive(s, a_i) = inf_{P in U} Q_i^P(s, a_i) of THEORY.md section 4, exactly.
+    """The naive Q_i^naive(s, a_i) = inf_{P in U} Q_i^P(s, a_i) of docs/theory.md section 4, exactly.
 
     Here Q^P(s, a) = R(s, a) + gamma P(s, a).V is the joint value under kernel P one step ahead of the
     continuation V (with V = V*_rob, Q^{P_w} = Q*_rob), and {Q_i^P} = additive_fit(Q^P), the VDN utilities.
@@ -340,7 +340,7 @@ def optimal_q_fixed_kernel(game: Game, P: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NaiveBounds:
-    """Bounds on THEORY.md's naive utilities Q_i^naive(s, b) = inf_{P in U} Q_i^P(s, b) with fixed-point Q^P.
+    """Bounds on the naive utilities Q_i^naive(s, b) = inf_{P in U} Q_i^P(s, b) of docs/theory.md section 4.
 
     Utilities are the VDN weights applied to Q^P without additive_fit's per-state constant, which cancels in every
     argmax. ``lower[i] <= Q_i^naive <= upper[i]`` (S, n_i) each; ``upper`` is +inf at states it was not computed
@@ -377,7 +377,7 @@ def naive_fixed_point_bounds(
     states: Sequence[int] | None = None,
     q_rob: np.ndarray | None = None,
 ) -> NaiveBounds:
-    """Certified bounds on the naive utilities inf_{P in U} Q_i^P(s, b), Q^P the fixed point under P (THEORY.md 4).
+    """Certified bounds on the naive utilities inf_{P in U} Q_i^P(s, b) of docs/theory.md section 4 (Q^P: fixed point).
 
     Q_i^P(s, b) = sum_a C[b, a] Q^P(s, a) (:func:`vdn_weights`). Lower bound: every Q^P lies between
     Q*_rob = inf_P Q^P and :func:`optimistic_q` = sup_P Q^P, so the positive terms are bounded by Q*_rob and the
@@ -481,7 +481,7 @@ def robust_vdn_iteration(
     """Tabular robust VDN: Q_tot <- additive_fit(R + gamma sigma(V_tot')), V_tot'(s') = Q_tot(s', a_bar').
 
     a_bar'_i is agent i's greedy action. ``robustify="per_agent"`` uses sum_i sigma(V_i) instead (the
-    wrong placement of THEORY.md section 4). Stops when successive Q_tot differ by <= tol (1-gamma)/gamma
+    wrong placement of docs/theory.md section 4). Stops when successive Q_tot differ by <= tol (1-gamma)/gamma
     (``converged``) or after `max_iter` sweeps; convergence is not guaranteed in general, since a
     projection need not be a sup-norm contraction.
     """

@@ -1,6 +1,6 @@
 """The cooperative Markov game model, its `.npz` file contract, and named games.
 
-The file format is specified in GAME_FORMAT.md: keys ``P`` (S, n_1..n_N, S), ``R`` (S, n_1..n_N),
+The file format is specified in docs/game-format.md: keys ``P`` (S, n_1..n_N, S), ``R`` (S, n_1..n_N),
 ``gamma`` (), optional ``obs`` (N, S) int64 and ``initial`` (S,). Loading validates everything and
 never renormalises.
 """
@@ -21,7 +21,7 @@ STOCHASTIC_TOL = 1e-8
 
 
 class GameError(ValueError):
-    """A game (or a file holding one) violates the GAME_FORMAT contract."""
+    """A game (or a file holding one) violates the docs/game-format.md contract."""
 
 
 def _first_index(mask: np.ndarray) -> tuple[int, ...]:
@@ -169,7 +169,7 @@ class Game:
 
 # ----- files --------------------------------------------------------------------------------------
 def save_game(game: Game, path: str | os.PathLike[str]) -> Path:
-    """Write `game` to `path` as GAME_FORMAT `.npz`, atomically (temporary file, then rename)."""
+    """Write `game` to `path` as a game `.npz` (docs/game-format.md), atomically (temporary file, then rename)."""
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
@@ -186,11 +186,11 @@ def save_game(game: Game, path: str | os.PathLike[str]) -> Path:
 
 
 def load_game(path: str | os.PathLike[str]) -> Game:
-    """Load and validate a GAME_FORMAT `.npz`; raise GameError naming the file and the key on any violation.
+    """Load and validate a game `.npz` (docs/game-format.md); raise GameError naming the file and key on a violation.
 
     Refused with a message: a path that is not a regular file (missing, a directory, a symlink loop, a FIFO), a
     file that is not a zip archive (a ``.npy`` array, text), an archive whose member fails its CRC or cannot be
-    read, an array stored as a pickle (object arrays are never unpickled), and every GAME_FORMAT violation.
+    read, an array stored as a pickle (object arrays are never unpickled), and every violation of docs/game-format.md.
     """
     path = Path(path)
     problem = describe_not_a_file(path, "game file")
@@ -202,7 +202,7 @@ def load_game(path: str | os.PathLike[str]) -> Game:
     except ValueError as exc:  # numpy: neither a zip nor a .npy, so it would have to unpickle it
         raise GameError(
             f"{where} is not a readable .npz archive: it is neither a zip archive nor a .npy array, and numpy would "
-            "have to unpickle it, which is never done (see GAME_FORMAT.md)"
+            "have to unpickle it, which is never done (see docs/game-format.md)"
         ) from exc
     except Exception as exc:  # zipfile/OS errors all mean the same to a user
         raise GameError(f"{where} is not a readable .npz archive: {type(exc).__name__}: {exc}") from exc

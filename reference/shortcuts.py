@@ -1,4 +1,4 @@
-"""The seed paper's target shortcuts (THEORY.md section 5) as exact tabular operators, and their fixed points.
+"""The seed paper's target shortcuts (docs/theory.md section 5) as exact tabular operators, and their fixed points.
 
 The neural learners offer ``kind = "paper"`` targets only to reproduce the paper. In expectation over
 s' ~ P0(.|s,a), with their auxiliary estimate at its optimum, they are these Bellman-like operators:

@@ -1,6 +1,6 @@
 """The learner regresses on the configured robust target, and on nothing else, for every kind x set x mixer.
 
-For one batch, the test recomputes y from THEORY.md section 5 directly (its own formulas, not drigm.targets'),
+For one batch, the test recomputes y from docs/theory.md section 5 directly (its own formulas, not drigm.targets'),
 from the learner's bootstrap values V_hat(s'), the batch minimum m_hat and a fixed auxiliary estimate installed
 with ``set_aux_override``; then one ``Learner.update`` must log target_mean = the masked mean of that y and
 td_loss = the masked mean of (Q_tot(s, a) - y)^2 with Q_tot from the networks before the step. A learner wired
@@ -60,7 +60,7 @@ def aux_estimate(state: Tensor, actions_onehot: Tensor) -> Tensor:
 
 
 def expected_target(target: dict[str, Any], r: Tensor, v: Tensor, done: Tensor, valid: Tensor, aux: Tensor) -> Tensor:
-    """y from THEORY.md section 5 (y = r where terminal, 0 on padding), m_hat = the batch minimum of V_hat(s')."""
+    """y from docs/theory.md section 5 (y = r where terminal, 0 on padding), m_hat = the batch minimum of V_hat(s')."""
     kind, set_name = target["kind"], target.get("set")
     boot = valid & ~done
     v = torch.where(boot, v, torch.zeros_like(v)).double()

@@ -1,4 +1,4 @@
-"""proofs_check: the ci profile passes through the package API, the JSON contract of GAME_FORMAT.md holds,
+"""proofs_check: the ci profile passes through the package API, the JSON contract of docs/game-format.md holds,
 and the command line's exit status follows the results."""
 
 from __future__ import annotations

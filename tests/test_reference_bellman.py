@@ -1,4 +1,4 @@
-"""Robust Bellman tools of `reference.bellman` (THEORY.md section 3).
+"""Robust Bellman tools of `reference.bellman` (docs/theory.md section 3).
 
 1. Value iteration: the certified bound holds against a much tighter solve, the result is a fixed point,
    robust values lie below nominal ones, and kl converges to the default tolerance.

@@ -1,4 +1,4 @@
-"""The command line `python -m reference` and its JSON contracts (GAME_FORMAT.md).
+"""The command line `python -m reference` and its JSON contracts (docs/game-format.md).
 
 1. Done-when: `python -m reference solve` matches an independent robust value iteration to 1e-6 on random
    games for every set. The independent solver below shares no code with `reference.sets`: linear

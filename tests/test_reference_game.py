@@ -1,4 +1,4 @@
-"""The game model and its `.npz` contract (GAME_FORMAT.md): validation, files, generators, named games.
+"""The game model and its `.npz` contract (docs/game-format.md): validation, files, generators, named games.
 
 Every refusal is checked for a message that names the key (and the index or range where there is one).
 Nothing may be renormalised: a row that is off by more than the 1e-8 tolerance is refused, and a row

@@ -1,4 +1,4 @@
-"""Uncertainty sets of `reference.sets` (THEORY.md section 2).
+"""Uncertainty sets of `reference.sets` (docs/theory.md section 2).
 
 1. Closed forms against the cvxpy primal on random (p0, V, rho) drawn by Hypothesis, for every set, with
    sparse and deterministic p0, S = 1, ties in V and rho at the ends of its range.

@@ -1,4 +1,4 @@
-"""Gates for drigm/targets.py: every target against the exact solver in `reference` (THEORY.md section 5).
+"""Gates for drigm/targets.py: every target against the exact solver in `reference` (docs/theory.md section 5).
 
 1. Exact expectation: with exact auxiliaries, the P0-mean of each formula is R + gamma sigma(V) to 1e-8.
 2. Sampled: aux nets trained through update_aux on sampled transitions give targets whose sample mean is within

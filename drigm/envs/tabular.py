@@ -1,4 +1,5 @@
-"""``tabular:PATH.npz`` or ``tabular:NAME``: a GAME_FORMAT game (or a named classic game) run as an environment.
+"""``tabular:PATH.npz`` or ``tabular:NAME``: a game file (docs/game-format.md) or a named classic game, run as an
+environment.
 
 The episode starts in s0 ~ ``initial`` (uniform when the game gives none), the team reward of joint
 action a in s is R(s, a), and the next state is drawn from P(.|s, a). Agent i observes the one-hot
@@ -26,7 +27,10 @@ def default_episode_limit(gamma: float) -> int:
 
 
 def load_tabular_game(arg: str | None, game_kwargs: dict[str, Any] | None = None) -> Game:
-    """The game named by `arg`: a classic game name (with `game_kwargs`) or a path to a GAME_FORMAT .npz."""
+    """The game named by `arg`: a classic game name (with `game_kwargs`) or a path to a game .npz.
+
+    The file format is docs/game-format.md.
+    """
     names = ", ".join(sorted(CLASSIC_GAMES))
     if not arg:
         raise EnvError(f"'tabular' needs a game: 'tabular:PATH.npz' or 'tabular:NAME' with NAME one of {names}")

@@ -1,4 +1,4 @@
-"""Uncertainty sets: one module per set, one registry (THEORY.md section 2).
+"""Uncertainty sets: one module per set, one registry (docs/theory.md section 2).
 
 For a nominal distribution p0 over S next states and a value vector V, the support function is
 ``sigma(V) = inf_{p in U(p0)} p . V``. Every closed form is vectorised: ``P0`` has shape ``(..., S)`` and ``V``

@@ -1,4 +1,4 @@
-"""chi2: U(p0) = {p << p0 : sum (p - p0)^2 / p0 <= rho}, rho >= 0 (THEORY.md section 2).
+"""chi2: U(p0) = {p << p0 : sum (p - p0)^2 / p0 <= rho}, rho >= 0 (docs/theory.md section 2).
 
 sigma(V) = sup_eta eta - sqrt(1 + rho) sqrt(E_p0[(eta - V)_+^2]), exact by a search over the segments of the
 sorted values. The sample rule writes sqrt(w) = min_{s > 0} (w + s^2) / (2 s), so that

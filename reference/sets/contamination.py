@@ -1,4 +1,4 @@
-"""Contamination: U(p0) = {(1 - rho) p0 + rho q : q any distribution}, rho in [0, 1] (THEORY.md section 2).
+"""Contamination: U(p0) = {(1 - rho) p0 + rho q : q any distribution}, rho in [0, 1] (docs/theory.md section 2).
 
 sigma(V) = (1 - rho) p0.V + rho min_S V, attained by moving rho of mass onto argmin V. Its exact sample rule
 needs m_hat (an estimate of min_S V); the paper's shortcut drops that term.

@@ -1,4 +1,4 @@
-"""KL: U(p0) = {p << p0 : KL(p || p0) <= rho}, rho >= 0 (THEORY.md section 2).
+"""KL: U(p0) = {p << p0 : KL(p || p0) <= rho}, rho >= 0 (docs/theory.md section 2).
 
 sigma(V) = sup_{beta > 0} -beta log E_p0 exp(-V / beta) - beta rho, solved row by row in the inverse
 temperature t = 1 / beta (bracketed Newton on log KL against log t). Value iteration's shared-V fast path

@@ -1,4 +1,4 @@
-"""Total variation: U(p0) = {p : (1/2) ||p - p0||_1 <= rho}, rho in [0, 1] (THEORY.md section 2).
+"""Total variation: U(p0) = {p : (1/2) ||p - p0||_1 <= rho}, rho in [0, 1] (docs/theory.md section 2).
 
 sigma(V) moves rho of mass from the highest-valued states onto argmin_S V: one sort of V per row (CRAAM
 style), and a short loop over the kernel's columns when V is shared by every row (value iteration). The exact
