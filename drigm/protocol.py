@@ -85,6 +85,9 @@ reward min_c r_hat_c(s, a, t). ``-paper``: the paper's climates (which leak test
 leak-free set. Their method labels are ``algo-<kind>`` (``qmix-groupdr``, ``vdn-dr-paper``)."""
 SETLESS_TARGETS = (*NOMINAL_VARIANTS, *DR_TARGETS)
 """The target kinds besides ``none`` that have no set and no rho: one job per seed, labelled ``algo-<kind>``."""
+RHO_TARGETS = ("exact", "paper", "discount")
+"""The target kinds whose jobs read a radius (``--rho``); ``none``, ``schedule`` and the set-less kinds train
+without one."""
 ALL_TARGETS = (*TARGETS, *SETLESS_TARGETS)
 """Every target kind a sweep may ask for."""
 PROTOCOL_KEYS = (

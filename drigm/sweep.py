@@ -59,6 +59,7 @@ from drigm.config import ConfigError, RunConfig
 from drigm.envs.base import MultiAgentEnv, TimeStep, make_env
 from drigm.protocol import (
     DR_TARGETS,
+    RHO_TARGETS,
     SCALES,
     Job,
     Protocol,
@@ -998,10 +999,6 @@ def _rhos_of(given: list[tuple[str | None, list[float] | str]] | None) -> Any:
     return out
 
 
-RHO_TARGETS = {"exact", "paper", "discount"}
-"""The target kinds whose jobs read a radius (``--rho``); the others train without one."""
-
-
 def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -1091,7 +1088,7 @@ def sweep_main(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
     _exit_on_sigterm()
     try:
-        if args.rho and args.targets is not None and not set(args.targets) & RHO_TARGETS:
+        if args.rho and args.targets is not None and not set(args.targets) & set(RHO_TARGETS):
             raise ProtocolError(
                 f"--rho with --targets {','.join(args.targets)}: none of them reads rho (only "
                 f"{', '.join(sorted(RHO_TARGETS))} do); the radii would be ignored"
