@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -629,7 +630,7 @@ def _sweep_corrupt(ctx: Ctx) -> Callable[[Path], list[str]]:
         if proc.returncode != 0:
             raise RuntimeError(f"the sweep to corrupt failed:\n{proc.stderr}")
         (result,) = (d / "runs" / "tabular-smoke" / "smoke").glob("*/seed0.json")
-        ck = Path(json.loads(result.read_text())["train_dir"]) / "checkpoint.pt"
+        ck = d / "runs" / json.loads(result.read_text())["train_dir"] / "checkpoint.pt"  # relative to --out-root
         result.unlink()
         _flip_member(ck, "/data/", largest=True)
         return argv
@@ -671,6 +672,162 @@ def other_cases(ctx: Ctx) -> list[Case]:
         Case("report: unknown protocol", "sweep/report", lambda d: [*DRIGM, "report", "nope"], ("nope",)),
         Case("proofs_check --only nope", "sweep/report", lambda d: ["-m", "proofs_check", "--only", "nope"],
              ("nope",)),
+    ]  # fmt: skip
+
+
+# ----- hostile inputs (the hangs, tracebacks and silent acceptances of issue 31) ---------------------------
+def _bomb(levels: int, path: str) -> str:
+    """YAML whose key `path` (dotted) holds an alias bomb of `levels` levels of 10 aliases (10^levels values)."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 10) + "]" for k in range(1, levels)]
+    *parents, leaf = path.split(".")
+    for depth, key in enumerate(parents):
+        lines.append("  " * depth + f"{key}:")
+    lines.append("  " * len(parents) + f"{leaf}: *l{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def _config(text: str) -> Callable[[Path], list[str]]:
+    def setup(d: Path) -> list[str]:
+        (d / "c.yaml").write_text(text)
+        return [*TRAIN, "--config", str(d / "c.yaml"), "--out", str(d / "run")]
+
+    return setup
+
+
+def _protocol_bomb(ctx: Ctx) -> Callable[[Path], list[str]]:
+    def setup(d: Path) -> list[str]:
+        base = ctx.root / "experiments/protocols/tabular-smoke.yaml"
+        (d / "p.yaml").write_text(f"base: {base}\n" + _bomb(9, "run.env.kwargs"))
+        return [*SWEEP, str(d / "p.yaml"), *SMOKE_ARGS, "--out-root", str(d / "runs")]
+
+    return setup
+
+
+def _base_chain(d: Path) -> list[str]:
+    for k in range(1200):
+        (d / f"c{k}.yaml").write_text((f"base: c{k + 1}.yaml\n" if k + 1 < 1200 else "") + "seed: 1\n")
+    return [*TRAIN, "--config", str(d / "c0.yaml"), "--out", str(d / "run")]
+
+
+def _policy(body: bytes) -> Callable[[Path], list[str]]:
+    def setup(d: Path) -> list[str]:
+        (d / "pi.json").write_bytes(body)
+        return [*REF, "evaluate", str(_game(d)), "--set", "tv", "--rho", "0.1", "--policy", str(d / "pi.json")]
+
+    return setup
+
+
+def _smoke_results(ctx: Ctx) -> Path:
+    """A finished tabular-smoke sweep (run once with the code under test; copied by each case)."""
+    root = ctx.cache / "smoke-runs"
+    if not list((root / "tabular-smoke" / "smoke").glob("*/seed0.json")):
+        proc = ctx.run([*SWEEP, "tabular-smoke", *SMOKE_ARGS, "--out-root", str(root)], ctx.cache)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the smoke sweep failed:\n{proc.stderr}")
+    return root
+
+
+def _corrupt_results(ctx: Ctx, change: Callable[[dict[str, Any]], object]) -> Callable[[Path], list[str]]:
+    """`drigm report` over a copy of the smoke sweep whose results file `change` has edited (or replaced)."""
+
+    def setup(d: Path) -> list[str]:
+        root = d / "runs"
+        shutil.copytree(_smoke_results(ctx), root)
+        (result,) = (root / "tabular-smoke" / "smoke").glob("*/seed0.json")
+        new = change(json.loads(result.read_text()))
+        if isinstance(new, bytes):
+            result.write_bytes(new)
+        else:
+            result.write_text(json.dumps(new, allow_nan=True))
+        return [*DRIGM, "report", "tabular-smoke", "--scale", "smoke", "--out-root", str(root), "--results-root",
+                str(d / "res")]  # fmt: skip
+
+    return setup
+
+
+def _first_test(r: dict[str, Any], key: str, value: object) -> dict[str, Any]:
+    next(iter(r["tests"].values()))[key] = value
+    return r
+
+
+def _report(*flags: str) -> Callable[[Path], list[str]]:
+    return lambda d: [*DRIGM, "report", "tabular-smoke", "--out-root", str(d), "--results-root", str(d / "r"), *flags]
+
+
+def _sweep_smoke(*flags: str) -> Callable[[Path], list[str]]:
+    return lambda d: [*SWEEP, "tabular-smoke", "--scale", "smoke", "--out-root", str(d), *flags]
+
+
+def _evaluate(ctx: Ctx, *flags: str) -> Callable[[Path], list[str]]:
+    return lambda d: [*DRIGM, "evaluate", str(_copy_run(ctx, d)), "--episodes", "2", *flags]
+
+
+def hostile_cases(ctx: Ctx) -> list[Case]:
+    row = "[" + ", ".join(["*a"] * 100) + "]"
+    override_bomb = "steps=[&a [x, x, x, x, x, x, x, x, x, x], " + ", ".join([row] * 200) + "]"
+    G = "hostile input"
+    return [
+        Case("hostile: alias bomb in steps", G, _config(_bomb(9, "steps")), ("c.yaml", "100000 values")),
+        Case("hostile: alias bomb in env.kwargs.game_kwargs", G, _config(_bomb(9, "env.kwargs.game_kwargs")),
+             ("c.yaml", "100000 values")),
+        Case("hostile: alias bomb in mixer.params.embed_dim", G, _config(_bomb(9, "mixer.params.embed_dim")),
+             ("c.yaml", "100000 values")),
+        Case("hostile: alias bomb in an --override value", G, _train("--override", override_bomb),
+             ("override", "100000 values")),
+        Case("hostile: alias bomb in a protocol's run.env.kwargs", G, _protocol_bomb(ctx), ("p.yaml", "100000 values")),
+        Case("hostile: a recursive alias", G, _config("a: &a [*a]\n"), ("recursive alias",)),
+        Case("hostile: a config nested 5000 deep", G, _config("a: " + "[" * 5000 + "]" * 5000 + "\n"),
+             ("nests deeper",)),
+        Case("hostile: a chain of 1200 base: files", G, _base_chain, ("chain of 'base:' files",)),
+        Case("hostile: a YAML key given twice", G, _config("seed: 1\nsteps: 5\nseed: 2\n"), ("'seed'", "twice")),
+        Case("hostile: reference random --states 1000000000", G,
+             lambda d: [*REF, "random", "--states", "1000000000", "--actions", "2", "-o", str(d / "g")],
+             ("1000000000 states", "needs about")),
+        Case("hostile: reference random --actions 100000,100000", G,
+             lambda d: [*REF, "random", "--states", "10", "--actions", "100000,100000", "-o", str(d / "g")],
+             ("joint actions", "needs about")),
+        Case("hostile: learner.buffer_size=1e12", G, _train("--override", "learner.buffer_size=1000000000000"),
+             ("learner.buffer_size", "needs about")),
+        Case("hostile: agent.hidden=1e12", G, _train("--override", "agent.hidden=1000000000000"),
+             ("agent.hidden", "too large")),
+        Case("hostile: a 401-digit learning rate", G, _train("--override", "learner.lr=1" + "0" * 400),
+             ("learner.lr", "too large for a float")),
+        Case("hostile: a JSON policy nested 200000 deep", G,
+             _policy(b'{"policy": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"), ("pi.json", "nests too deeply")),
+        Case("hostile: a policy file that is not UTF-8", G, _policy('{"policy": [[0, 1]]}'.encode("utf-16")),
+             ("pi.json", "UTF-8")),
+        Case("hostile: a policy path that is a directory", G,
+             lambda d: (d / "pi.json").mkdir() or [*REF, "evaluate", str(_game(d)), "--set", "tv", "--rho", "0.1",
+                                                    "--policy", str(d / "pi.json")], ("pi.json", "directory")),
+        Case("hostile: a non-UTF-8 --out", G,
+             lambda d: [*TRAIN, "--env", "tabular:climbing", "--out", os.fsdecode(os.fsencode(str(d)) + b"/x\xffy")],
+             ("--out", "UTF-8")),
+        Case("hostile: report on a binary results file", G, _corrupt_results(ctx, lambda r: b"\x80\x00\xff"),
+             ("seed0.json",)),
+        Case("hostile: report on string returns", G,
+             _corrupt_results(ctx, lambda r: _first_test(r, "returns", ["a"])), ("seed0.json", "returns")),
+        Case("hostile: report on NaN returns", G,
+             _corrupt_results(ctx, lambda r: _first_test(r, "returns", [float("nan")])), ("seed0.json", "returns")),
+        Case("hostile: report on inf returns", G,
+             _corrupt_results(ctx, lambda r: _first_test(r, "returns", [float("inf")])), ("seed0.json", "returns")),
+        Case("hostile: report on a non-numeric curve", G,
+             _corrupt_results(ctx, lambda r: {**r, "curve": {"t_env": ["x"], "return": ["y"]}}),
+             ("seed0.json", "curve")),
+        Case("hostile: train --beta with a tv target", G, _train(*ROBUST, "--beta", "0.5"), ("--beta", "target.beta")),
+        Case("hostile: sweep --algos ''", G, _sweep_smoke("--algos", ""), ("--algos", "empty")),
+        Case("hostile: sweep --rho =0.1", G, _sweep_smoke("--rho", "=0.1"), ("--rho", "no set name")),
+        Case("hostile: sweep --rho tv=0.1,,0.2", G, _sweep_smoke("--rho", "tv=0.1,,0.2"), ("--rho", "empty item")),
+        Case("hostile: sweep --targets none --rho 0.1", G, _sweep_smoke("--targets", "none", "--rho", "0.1"),
+             ("--rho", "none of them reads rho")),
+        Case("hostile: sweep --seeds 0,0", G, _sweep_smoke("--seeds", "0,0"), ("--seeds", "twice")),
+        Case("hostile: evaluate --env ''", G, _evaluate(ctx, "--env", ""), ("--env",)),
+        Case("hostile: evaluate --score-from building-climate on a tabular run", G,
+             _evaluate(ctx, "--score-from", "building-climate"), ("building-climate", "tabular")),
+        Case("hostile: evaluate --rho 0.3 without --set", G, _evaluate(ctx, "--rho", "0.3"), ("--rho", "--set")),
+        Case("hostile: report --exclude-seeds ''", G, _report("--exclude-seeds", ""), ("--exclude-seeds",)),
+        Case("hostile: report --select-on without --overview", G, _report("--select-on", "building-validation"),
+             ("--select-on", "--overview")),
     ]  # fmt: skip
 
 
@@ -815,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Ctx(args.root.resolve(), args.python, Path(tmp) / "cache")
         ctx.cache.mkdir()
         cases = game_cases() + REFERENCE_CASES + TRAIN_CASES + checkpoint_cases(ctx) + other_cases(ctx)
+        cases += hostile_cases(ctx)
         if args.only:
             cases = [c for c in cases if any(o in c.name for o in args.only)]
         rows = []

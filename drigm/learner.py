@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -58,6 +59,18 @@ def resolve_device(name: str) -> torch.device:
             f"allowed cuda:0..cuda:{torch.cuda.device_count() - 1}"
         )
     return dev
+
+
+def flush_denormals() -> bool:
+    """Flush float subnormals (|x| < 1.2e-38 in float32) to zero in this process's CPU arithmetic; True if supported.
+
+    Adam's moments of rarely sampled weights (rows of the 200-action embedding) decay geometrically into the
+    subnormal range within a few hundred updates, and x86 cores compute on subnormals ~100x slower: a building
+    update took 2.4x longer after 400 updates than at the start (``benchmarks/bench_building_budget.py``). The
+    flushed values are below every weight's rounding unit, so training is unchanged (bit-identical in the
+    benchmark's check). Process-wide, like torch's thread count.
+    """
+    return bool(torch.set_flush_denormal(True))
 
 
 def check_network_memory(
@@ -107,6 +120,8 @@ class Learner:
         self.n_agents, self.n_actions = n_agents, n_actions
         self.gamma = gamma
         self.device = device
+        if device.type == "cpu":
+            flush_denormals()
         lc = cfg.learner
         self.transitions = lc.replay == "transitions"
         # the TD target's reward: the team reward times reward_scale, added once per agent with td_reward agent_sum
@@ -131,7 +146,7 @@ class Learner:
             # fused: one kernel for all parameters (9x faster than the per-tensor loop on CPU; same update rule)
             self.optimizer = torch.optim.Adam(self.params, lr=lc.lr, eps=lc.optim_eps, fused=True)
         self.n_updates = 0
-        self._tcache_q: Tensor | None = None
+        self._tcache: Tensor | None = None
         self._tcache_version: Tensor | None = None
 
     # ----- the update -----------------------------------------------------------------------------
@@ -161,58 +176,97 @@ class Learner:
         return controller(inputs)
 
     def attach_target_cache(self, capacity: int) -> None:
-        """Cache the target network's utilities at s' per replay slot (transition replay only).
+        """Cache the target side of each replay slot between target copies (transition replay only).
 
-        Sound only while the target function is frozen between hard copies: it is used when ``input_norm`` is off
-        (the normaliser would change every update) and target updates are hard; the cache is cleared at every
-        copy and on loading a checkpoint. Each transition is sampled ~30 times per copy at the paper's settings,
-        so this removes almost all target-network forward passes.
+        Without double-Q the cache holds V_hat(s') itself (the target agents' greedy utilities at s' through the
+        target mixer: nothing in it changes until the next copy); with double-Q, where the online network
+        selects a', it holds the target utilities at s' (N, A). Sound only while the target function is frozen
+        between hard copies: it is used when ``input_norm`` is off (the normaliser would change every update)
+        and target updates are hard; the cache is cleared at every copy and on loading a checkpoint. Each
+        transition is sampled ~30 times per copy at the paper's settings, so this removes almost all of the
+        target side's work.
         """
         lc = self.cfg.learner
         if not self.transitions or lc.input_norm or lc.target_update != "hard":
-            self._tcache_q = self._tcache_version = None
+            self._tcache = self._tcache_version = None
             return
-        self._tcache_q = torch.zeros(capacity, self.n_agents, self.n_actions, device=self.device)
+        shape = (capacity, 1) if not lc.double_q else (capacity, self.n_agents, self.n_actions)
+        self._tcache = torch.zeros(shape, device=self.device)
         self._tcache_version = torch.full((capacity,), -1, dtype=torch.int64, device=self.device)
 
     def _clear_target_cache(self) -> None:
         if self._tcache_version is not None:
             self._tcache_version.fill_(-1)
 
-    def _target_next(self, batch: dict[str, Tensor], inputs: Tensor | tuple[Window, Window]) -> Tensor:
-        """Target-network utilities at every next step, (B, T, N, A) (no gradient)."""
-        if not isinstance(inputs, tuple):
-            return self.target_controller(inputs)[:, 1:]
-        nxt = inputs[1]
-        cache_q, cache_v = self._tcache_q, self._tcache_version
-        if cache_q is None or cache_v is None or "slot" not in batch:
-            return self.target_controller.q(nxt).unsqueeze(1)  # type: ignore[operator]
+    def _cached(self, batch: dict[str, Tensor], fresh: Callable[[Tensor], Tensor]) -> Tensor | None:
+        """The cache's rows for the batch's slots, filling missing rows with ``fresh(miss)`` (a boolean row mask);
+        None when there is no cache or the batch has no slots."""
+        cache, cache_v = self._tcache, self._tcache_version
+        if cache is None or cache_v is None or "slot" not in batch:
+            return None
         slot, version = batch["slot"], batch["version"]
         miss = cache_v[slot] != version
         if bool(miss.any()):
-            sub = Window(nxt.obs[miss], nxt.last_actions[miss], nxt.valid[miss])
-            cache_q[slot[miss]] = self.target_controller.q(sub)  # type: ignore[operator]
+            cache[slot[miss]] = fresh(miss).reshape(-1, *cache.shape[1:])
             cache_v[slot[miss]] = version[miss]
-        return cache_q[slot].unsqueeze(1)
+        return cache[slot]
+
+    def _fresh_next_value(self, q_target: Tensor, selector: Tensor, avail_next: Tensor, state_next: Tensor) -> Tensor:
+        """V_hat(s') = Q_tot^-(s', a') with a' = argmax of `selector` among available actions: (B, T)."""
+        a_next = masked_argmax(selector, avail_next)
+        next_utils = q_target.gather(-1, a_next.unsqueeze(-1)).squeeze(-1)
+        next_onehot = one_hot(a_next, self.n_actions).to(state_next.dtype).flatten(-2)
+        return self.target_mixer(next_utils, state_next, next_onehot)
+
+    @torch.no_grad()
+    def _next_value(
+        self, batch: dict[str, Tensor], inputs: Tensor | tuple[Window, Window], online_next: Tensor | None
+    ) -> Tensor:
+        """V_hat(s') (B, T) of the target networks; a' chosen by `online_next` (B, T, N, A) with double-Q."""
+        avail, state = batch["avail_actions"][:, 1:], batch["state"][:, 1:]
+        double_q = self.cfg.learner.double_q
+        if double_q and online_next is None:
+            raise ValueError("double_q needs the online utilities at s' to select a'")
+        if not isinstance(inputs, tuple):
+            q_target = self.target_controller(inputs)[:, 1:]
+            return self._fresh_next_value(q_target, online_next if double_q else q_target, avail, state)
+        nxt = inputs[1]
+
+        def target_q(rows: Tensor | None = None) -> Tensor:  # (b, 1, N, A) target utilities at s' (of `rows`)
+            w = nxt if rows is None else Window(nxt.obs[rows], nxt.last_actions[rows], nxt.valid[rows])
+            return self.target_controller.q(w).unsqueeze(1)  # type: ignore[operator]
+
+        if not double_q:
+
+            def fresh_value(rows: Tensor) -> Tensor:
+                q = target_q(rows)
+                return self._fresh_next_value(q, q, avail[rows], state[rows])
+
+            value = self._cached(batch, fresh_value)
+            if value is not None:
+                return value
+            q_target = target_q()
+            return self._fresh_next_value(q_target, q_target, avail, state)
+        assert online_next is not None
+        cached_q = self._cached(batch, target_q)
+        q_target = target_q() if cached_q is None else cached_q.unsqueeze(1)
+        return self._fresh_next_value(q_target, online_next, avail, state)
 
     def target_inputs(
         self, batch: dict[str, Tensor], inputs: Tensor | tuple[Window, Window], utilities: Tensor
     ) -> TargetInputs:
         """TargetInputs for a batch, given agent inputs and online utilities (B, T+1, N, A) for double-Q."""
+        return self._target_inputs(batch, inputs, utilities.detach()[:, 1:] if self.cfg.learner.double_q else None)
+
+    def _target_inputs(
+        self, batch: dict[str, Tensor], inputs: Tensor | tuple[Window, Window], online_next: Tensor | None
+    ) -> TargetInputs:
         A = self.n_actions
         actions = batch["actions"][:, :-1]
-        avail = batch["avail_actions"]
         state = batch["state"]
-        with torch.no_grad():
-            q_target = self._target_next(batch, inputs)
-            selector = utilities.detach()[:, 1:] if self.cfg.learner.double_q else q_target
-            a_next = masked_argmax(selector, avail[:, 1:])
-            next_utils = q_target.gather(-1, a_next.unsqueeze(-1)).squeeze(-1)
-            next_onehot = one_hot(a_next, A).to(state.dtype).flatten(-2)
-            next_value = self.target_mixer(next_utils, state[:, 1:], next_onehot)
         return TargetInputs(
             reward=batch["reward"][:, :-1] * self.td_reward_factor,
-            next_value=next_value,
+            next_value=self._next_value(batch, inputs, online_next),
             terminated=batch["terminated"][:, :-1].to(state.dtype),
             mask=batch["filled"][:, :-1].to(state.dtype),
             state=state[:, :-1],
@@ -262,8 +316,17 @@ class Learner:
         batch = self.normalize_batch(batch)
         actions = batch["actions"][:, :-1]
         inputs = self.agent_inputs(batch)
-        utilities = self.utilities(self.controller, inputs, at_next=self.cfg.learner.double_q)  # (B, T+1, N, A)
-        tin = self.target_inputs(batch, inputs, utilities)
+        double_q = self.cfg.learner.double_q
+        online_next: Tensor | None = None
+        if isinstance(inputs, tuple):  # transitions: utilities at s (with gradient); at s' only to select a'
+            q_s = self.controller.q(inputs[0]).unsqueeze(1)  # type: ignore[operator]
+            if double_q:
+                with torch.no_grad():
+                    online_next = self.controller.q(inputs[1]).unsqueeze(1)  # type: ignore[operator]
+        else:
+            utilities = self.controller(inputs)  # (B, T+1, N, A)
+            q_s, online_next = utilities[:, :-1], utilities.detach()[:, 1:] if double_q else None
+        tin = self._target_inputs(batch, inputs, online_next)
         # an optional float per-transition weight (exact-expectation batches), 0 on padding
         weight = batch["weight"][:, :-1].to(tin.mask.dtype) * tin.mask if "weight" in batch else None
         stats: dict[str, float] = {}
@@ -272,7 +335,7 @@ class Learner:
             stats.update({f"aux/{k}": v for k, v in aux_stats.items()})
         lam = self.cfg.learner.td_lambda
         y = self.robust.lambda_target(tin, lam) if lam > 0 else self.robust(tin)
-        chosen = utilities[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        chosen = q_s.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         q_tot = self.mixer(chosen, tin.state, tin.actions_onehot)
         mask = tin.mask
         n_valid = mask.sum().clamp_min(1.0)
@@ -282,7 +345,7 @@ class Learner:
             td_loss = (weight * td_error.pow(2)).sum() / weight.sum().clamp_min(1e-30)
         extra = self.mixer.extra_losses(
             MixerContext(
-                utilities=utilities[:, :-1],
+                utilities=q_s,
                 avail=batch["avail_actions"][:, :-1],
                 chosen=chosen,
                 actions_onehot=tin.actions_onehot,

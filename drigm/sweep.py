@@ -299,10 +299,10 @@ def groupdr_stages(proto: Protocol, job: Job, cfg: RunConfig, out_root: Path, pr
             meta = {"metrics": build_estimator(s1dir, est_path, dr.estimator, job.seed)}
             built = True
     return {
-        "stage1_dir": _portable(s1dir),
+        "stage1_dir": _portable(s1dir, out_root),
         "stage1_t_env": s1.get("t_env"),
         "stage1_seconds": t1 - t0,
-        "estimator": _portable(est_path),
+        "estimator": _portable(est_path, out_root),
         "estimator_built": built,
         "estimator_metrics": meta.get("metrics"),
         "estimator_seconds": time.perf_counter() - t1,
@@ -353,7 +353,9 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
                         tests[t.name] = evaluate_on(trainer, t, seeds, proto.score)
                     except IncompatibleTestEnvError as exc:  # recorded and reported; the other test envs still count
                         tests[t.name] = {"env": t.env, "incompatible": str(exc)}
-                results.append(_result(proto, job, cfg, tdir, summary, info, tests, time.perf_counter() - t0))
+                results.append(
+                    _result(proto, job, cfg, tdir, summary, info, tests, time.perf_counter() - t0, Path(spec.out_root))
+                )
         finally:
             trainer.env.close()
             trainer.eval_env.close()
@@ -378,8 +380,10 @@ def _result(
     info: dict[str, Any],
     tests: dict[str, Any],
     eval_seconds: float,
+    out_root: Path,
 ) -> dict[str, Any]:
-    """The results record of one job on one protocol (the format that :func:`is_finished` validates)."""
+    """The results record of one job on one protocol (the format that :func:`is_finished` validates); its run
+    directories are relative to the sweep's output root `out_root`."""
     return {
         "format": RESULT_FORMAT,
         "protocol": proto.name,
@@ -389,8 +393,8 @@ def _result(
         "job": asdict(job),
         "config_key": config_key(cfg),
         "config": cfg.to_dict(),
-        "train_dir": _portable(tdir),
-        "train": {**summary, "run_dir": _portable(tdir), "t_env": info["t_env"], "updates": info["updates"]},
+        "train_dir": _portable(tdir, out_root),
+        "train": {**summary, "run_dir": _portable(tdir, out_root), "t_env": info["t_env"], "updates": info["updates"]},
         "curve": read_curve(tdir),
         "eval_episodes": proto.eval_episodes,
         "eval_seed": proto.eval_seed,
@@ -402,12 +406,14 @@ def _result(
     }
 
 
-def _portable(path: Path) -> str:
-    """`path` relative to the working directory when it lies below it (results files are committed and moved)."""
+def _portable(path: Path, root: Path) -> str:
+    """`path` relative to the sweep's output root `root` when it lies below it, else absolute: results files are
+    committed and moved, and are read from any working directory (``train_dir`` = ``--out-root`` / that)."""
+    resolved = Path(path).resolve()
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+        return str(resolved.relative_to(Path(root).resolve()))
     except ValueError:
-        return str(path)
+        return str(resolved)
 
 
 class CorruptResultsError(ConfigError):

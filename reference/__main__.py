@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_policy(path: str, n_states: int, n_agents: int) -> np.ndarray:
     f = Path(path)
+    if f.is_dir():
+        raise GameError(f"policy file {path!r} is a directory; give a POLICY.json file")
     if not f.is_file():
         raise GameError(f"policy file {path!r} does not exist")
     try:

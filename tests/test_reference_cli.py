@@ -283,6 +283,11 @@ def test_bad_policy_files(
 def test_missing_policy_file(capsys: pytest.CaptureFixture[str], small_game: Path, tmp_path: Path) -> None:
     err = _fails(capsys, ["evaluate", str(small_game), "--set", "tv", "--rho", "0.1", "--policy", str(tmp_path / "p")])
     assert "policy file" in err and "does not exist" in err
+    (tmp_path / "d.json").mkdir()
+    err = _fails(
+        capsys, ["evaluate", str(small_game), "--set", "tv", "--rho", "0.1", "--policy", str(tmp_path / "d.json")]
+    )
+    assert "d.json' is a directory" in err
 
 
 @pytest.mark.parametrize(

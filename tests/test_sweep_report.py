@@ -223,7 +223,10 @@ def test_sweep_main_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "--seeds 9" in capsys.readouterr().err
     argv = ["tabular-smoke", "--algos", "vdn", "--targets", "none", "--seeds", "1", "--scale", "smoke"]
     assert sweep_main([*argv, "--workers", "1", "--no-progress", "--out-root", str(tmp_path)]) == 0
-    assert (tmp_path / "tabular-smoke" / "smoke" / "vdn-none" / "seed0.json").is_file()
+    result = json.loads((tmp_path / "tabular-smoke" / "smoke" / "vdn-none" / "seed0.json").read_text())
+    # the run directory is recorded relative to --out-root, so it resolves from any working directory
+    assert not Path(result["train_dir"]).is_absolute() and result["train_dir"].startswith("train/")
+    assert (tmp_path / result["train_dir"] / "checkpoint.pt").is_file()
 
 
 def test_ray_backend(tmp_path: Path) -> None:

@@ -163,17 +163,20 @@ def _transition_cfg(tmp: Path, **learner: object) -> object:
     )
 
 
-def test_target_cache_gives_the_targets_of_a_fresh_computation(tmp_path: Path) -> None:
-    cfg = _transition_cfg(tmp_path / "a", target_update_interval=1000)
+@pytest.mark.parametrize("double_q", [False, True])
+def test_target_cache_gives_the_targets_of_a_fresh_computation(tmp_path: Path, double_q: bool) -> None:
+    cfg = _transition_cfg(tmp_path / "a", target_update_interval=1000, double_q=double_q)
     tr = Trainer(cfg)  # type: ignore[arg-type]
     tr.train()
     learner: Learner = tr.learner
-    assert learner._tcache_q is not None  # eligible: no input_norm, hard target updates
+    assert learner._tcache is not None  # eligible: no input_norm, hard target updates
+    # without double-Q the cache holds V_hat(s') per slot, with it the target utilities at s'
+    assert tuple(learner._tcache.shape[1:]) == ((tr.env.n_agents, tr.env.n_actions) if double_q else (1,))
     rng = np.random.default_rng(0)
     for _ in range(3):
         batch = tr.buffer.sample(16, rng)
         inputs = learner.agent_inputs(batch)
-        online = learner.utilities(learner.controller, inputs, at_next=False)
+        online = learner.utilities(learner.controller, inputs, at_next=double_q)
         cached = learner.target_inputs(batch, inputs, online).next_value
         plain = learner.target_inputs({k: v for k, v in batch.items() if k != "slot"}, inputs, online)
         assert torch.allclose(cached, plain.next_value, atol=1e-6)
@@ -186,7 +189,7 @@ def test_target_cache_gives_the_targets_of_a_fresh_computation(tmp_path: Path) -
     assert learner._tcache_version is not None and bool((learner._tcache_version == -1).all())
     batch = tr.buffer.sample(16, rng)
     inputs = learner.agent_inputs(batch)
-    online = learner.utilities(learner.controller, inputs, at_next=False)
+    online = learner.utilities(learner.controller, inputs, at_next=double_q)
     cached = learner.target_inputs(batch, inputs, online).next_value
     plain = learner.target_inputs({k: v for k, v in batch.items() if k != "slot"}, inputs, online).next_value
     assert torch.allclose(cached, plain, atol=1e-6)
@@ -195,7 +198,7 @@ def test_target_cache_gives_the_targets_of_a_fresh_computation(tmp_path: Path) -
 def test_input_norm_or_soft_updates_switch_the_cache_off(tmp_path: Path) -> None:
     for extra in ({"input_norm": True}, {"target_update": "soft"}):
         tr = Trainer(_transition_cfg(tmp_path / str(len(extra)), **extra))  # type: ignore[arg-type]
-        assert tr.learner._tcache_q is None, extra
+        assert tr.learner._tcache is None, extra
 
 
 def test_transition_run_resumes_exactly(tmp_path: Path) -> None:
@@ -226,3 +229,28 @@ def test_configs_that_cannot_work_are_refused(tmp_path: Path) -> None:
     assert cfg.learner.grad_clip is None and cfg.agent.arch == "lstm"
     with pytest.raises(ConfigError, match=r"learner\.grad_clip=0"):
         build_config({"learner": {"grad_clip": 0}})
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+def test_training_with_the_target_cache_equals_training_without_it(tmp_path: Path, double_q: bool) -> None:
+    """The cache is a pure speed-up: the same run with it switched off ends with the same weights (49 updates,
+    4 target copies: a cache that outlived a copy moves the weights by ~0.03)."""
+    params = []
+    for cache in (True, False):
+        tr = Trainer(_transition_cfg(tmp_path / str(cache), target_update_interval=10, double_q=double_q))  # type: ignore[arg-type]
+        if not cache:
+            tr.learner._tcache = tr.learner._tcache_version = None
+        tr.train()
+        params.append([p.detach().clone() for p in tr.learner.params])
+    for a, b in zip(*params, strict=True):
+        assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+
+
+def test_the_learner_flushes_subnormals_on_cpu(tmp_path: Path) -> None:
+    """Adam's moments of rarely sampled embedding rows decay into subnormals, which x86 computes ~100x slower
+    (2.3x per building episode, benchmarks/bench_building_budget.py): a CPU learner flushes them to zero."""
+    tiny = torch.tensor([1e-39])  # a float32 subnormal
+    torch.set_flush_denormal(False)
+    assert float(tiny * 1.0) != 0.0
+    Trainer(_transition_cfg(tmp_path / "r"))  # type: ignore[arg-type]
+    assert float(tiny * 1.0) == 0.0
