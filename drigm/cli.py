@@ -40,6 +40,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reference.console import quiet_broken_pipe
+from reference.sets import SPECS
+
 ROBUST_KEYS = ("target.set", "target.rho", "target.beta")
 """Config keys of the robust target's uncertainty set: refused on the command line for a non-robust run."""
 
@@ -68,12 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--env", help="environment spec, e.g. tabular:robust_vs_nominal or tabular:game.npz")
     t.add_argument("--algo", help="mixer: vdn, qmix or qtran")
     t.add_argument("--target", help="robust target kind: none (default, non-robust), exact or paper")
+    trainable = {name: spec for name, spec in SPECS.items() if spec.rules}  # sets with a neural sample rule
+    by_symbol = {
+        sym: "; ".join(f"{n} {s.radius.describe()}" for n, s in trainable.items() if s.radius.symbol == sym)
+        for sym in ("rho", "beta")
+    }
+    t.add_argument("--set", help=f"uncertainty set of the robust target: {', '.join(trainable)} (needs --target)")
+    t.add_argument("--rho", type=float, help=f"radius of the set ({by_symbol['rho']}; needs --target)")
+    t.add_argument("--beta", type=float, help=f"temperature of the set ({by_symbol['beta']}; needs --target)")
     t.add_argument(
-        "--set", help="uncertainty set of the robust target: contamination, tv or kl-penalty (needs --target)"
+        "--steps",
+        type=int,
+        help="environment steps to train for (in total, across resumes); training collects whole episodes (single "
+        "environments) or whole batched steps, so it stops at the first boundary at or past STEPS",
     )
-    t.add_argument("--rho", type=float, help="radius of the set (contamination and tv, in [0, 1]; needs --target)")
-    t.add_argument("--beta", type=float, help="temperature of kl-penalty (> 0; needs --target)")
-    t.add_argument("--steps", type=int, help="environment steps to train for (in total, across resumes)")
     t.add_argument("--seed", type=int)
     t.add_argument("--out", help="run directory")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N")
@@ -163,7 +174,20 @@ def train_config(args: argparse.Namespace) -> Any:
         cfg = load_config(args.config, overrides)
     _check_robust_flags(robust_given, cfg)
     _check_out(Path(cfg.out))
-    return cfg
+    return _absolute_game_path(cfg)
+
+
+def _absolute_game_path(cfg: Any) -> Any:
+    """`cfg` with a relative ``tabular:PATH`` game file made absolute (from the working directory, where training
+    reads it), so that the run's saved config finds its game from any directory (evaluate, resume)."""
+    from dataclasses import replace
+
+    from reference.game import CLASSIC_GAMES
+
+    family, _, arg = cfg.env.name.partition(":")
+    if family != "tabular" or not arg or arg in CLASSIC_GAMES or os.path.isabs(arg) or not os.path.lexists(arg):
+        return cfg
+    return replace(cfg, env=replace(cfg.env, name=f"tabular:{os.path.abspath(arg)}"))
 
 
 def _check_robust_flags(given: list[str], cfg: Any) -> None:
@@ -229,6 +253,7 @@ def _print_eval(result: dict[str, Any]) -> None:
         print(f"  robust-optimal (tolerance {result['robust_optimality_tolerance']:.3g}): {result['robust_optimal']}")
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `drigm` console script; returns the exit status (2 on a user error)."""
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -1180,6 +1180,13 @@ def report_main(argv: list[str]) -> int:
             raise ConfigError(
                 f"--select-on {args.select_on!r} chooses rho inside an overview: it needs --overview NAME"
             )
+        if args.overview is not None and (
+            not args.overview or args.overview in (".", "..") or any(c in args.overview for c in "/\\\0")
+        ):
+            raise ConfigError(
+                f"--overview {args.overview!r} must be a plain file name (no '/', '..'): the overview is written "
+                "inside --results-root"
+            )
         if args.exclude_seeds is not None and not args.exclude_seeds.strip(" ,"):
             raise ConfigError(f"--exclude-seeds {args.exclude_seeds!r}: no runs given (METHOD:SEED, ...)")
         exclude = parse_exclude_seeds(args.exclude_seeds)

@@ -361,7 +361,10 @@ class Trainer:
         return stats
 
     def train(self, resume: bool = False) -> dict[str, Any]:
-        """Train until cfg.steps environment steps (continuing from the checkpoint when `resume`); return a summary."""
+        """Train until cfg.steps environment steps (continuing from the checkpoint when `resume`); return a summary.
+
+        Resuming a run that is already trained to cfg.steps and evaluated logs nothing and returns its logged final
+        evaluation (``already_finished``: True)."""
         cfg, c = self.cfg, self.counters
         if not self.training:
             raise RuntimeError("this Trainer was built with training=False (evaluation only)")
@@ -370,6 +373,20 @@ class Trainer:
         if resume:
             self.load()
             c = self.counters
+            final = self._logged_final_eval() if c.t_env >= cfg.steps else None
+            if final is not None:  # already trained and evaluated: nothing to add (no second final row)
+                summary = {
+                    "run_dir": str(self.run_dir),
+                    "t_env": c.t_env,
+                    "episodes": c.episodes,
+                    "updates": self.learner.n_updates,
+                    "eval_return_mean": final["eval/return_mean"],
+                    "seconds": 0.0,
+                    "already_finished": True,
+                }
+                if "eval/win_rate" in final:
+                    summary["eval_win_rate"] = final["eval/win_rate"]
+                return summary
         elif self.checkpoint_path().exists():
             raise CheckpointError(
                 f"run directory {str(self.run_dir)!r} already holds a checkpoint; pass --resume to continue it "
@@ -432,6 +449,19 @@ class Trainer:
         if "eval/win_rate" in row:
             summary["eval_win_rate"] = row["eval/win_rate"]
         return summary
+
+    def _logged_final_eval(self) -> dict[str, float] | None:
+        """The eval row that progress.csv holds at the checkpoint's step (the run's final evaluation), or None."""
+        path = self.run_dir / PROGRESS
+        if not path.is_file():
+            return None
+        step = str(self.counters.t_env)
+        row: dict[str, float] = {}
+        with path.open(newline="") as fh:
+            for r in csv.reader(fh):
+                if len(r) == 3 and r[0] == step and r[1].startswith("eval/"):
+                    row[r[1]] = float(r[2])
+        return row if "eval/return_mean" in row else None
 
     def _eval_row(self, episodes: int) -> tuple[dict[str, float], list[float]]:
         """The log row of a greedy evaluation (mean return, and win rate where defined) and its returns."""

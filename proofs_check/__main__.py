@@ -13,6 +13,7 @@ from proofs_check.properties import REGISTRY
 from proofs_check.report import format_report, write_json
 from proofs_check.runner import PROFILES, run_all
 from reference.atomic_io import describe_os_error
+from reference.console import quiet_broken_pipe
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status."""
     parser = build_parser()

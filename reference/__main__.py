@@ -12,6 +12,7 @@ import numpy as np
 
 from reference.atomic_io import describe_os_error
 from reference.bellman import evaluate_under_kernel, policy_evaluation, value_iteration, worst_case_kernel
+from reference.console import quiet_broken_pipe
 from reference.game import CLASSIC_GAMES, GameError, load_game, random_game, save_game
 from reference.sets import SET_NAMES, UncertaintySetError, make_set
 
@@ -150,6 +151,7 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
         print(f"  {k.ljust(width)}  {v}")
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 on bad input, with the reason on stderr)."""
     args = build_parser().parse_args(argv)

@@ -169,8 +169,15 @@ class Game:
 
 # ----- files --------------------------------------------------------------------------------------
 def save_game(game: Game, path: str | os.PathLike[str]) -> Path:
-    """Write `game` to `path` as a game `.npz` (docs/game-format.md), atomically (temporary file, then rename)."""
+    """Write `game` to `path` as a game `.npz` (docs/game-format.md), atomically (temporary file, then rename).
+
+    A path without the ``.npz`` suffix gets it (numpy's convention); a path that is an existing directory is refused
+    (GameError) rather than written beside it as ``DIR.npz``."""
     path = Path(path)
+    if path.is_dir():
+        raise GameError(
+            f"output path {str(path)!r} is a directory; give a file path such as {str(path / 'game.npz')!r}"
+        )
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
     arrays: dict[str, np.ndarray] = {
