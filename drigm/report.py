@@ -515,31 +515,36 @@ def _stats_section(
     md = [
         f"## Robust statistics of the {label}",
         "",
-        'Computed by `drigm.stats`: our own numpy implementation following Agarwal et al. (NeurIPS 2021, "Deep RL '
-        'at the edge of the statistical precipice"), with `scipy.stats.trim_mean` for the IQM (rliable is not '
-        f"used). The data are every seed's per-episode {label} on each test environment (its test "
-        f"episodes{seeds_txt}); the average column pools the test environments {', '.join(compat)}.",
+        'Computed by `drigm.stats` (our own numpy code) as Agarwal et al. (NeurIPS 2021, "Deep RL at the edge of '
+        'the statistical precipice") and their `rliable` package define them; a test checks the point estimates '
+        "and intervals against rliable on the same score matrices. The unit of these statistics is the **run**: "
+        f"one trained seed's mean {label} over its test episodes{seeds_txt} on a test environment (a task). The "
+        f"average column takes the test environments {', '.join(compat)} as the tasks.",
         "",
-        "- **IQM**: the mean of the middle 50% of all (seed x episode [x environment]) values: "
-        "`scipy.stats.trim_mean(x, 0.25)`, which cuts int(0.25 n) values from each end. **Mean**: the mean of the "
-        "same values.",
-        f"- **CIs** of IQM, mean and the worst environment: 95% percentile intervals of a stratified bootstrap "
-        f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}): seeds resampled with replacement (one draw shared "
-        "by all test environments: a seed is one trained run tested on each), then each drawn seed's episodes "
-        "resampled with replacement within each test environment. n/a with one seed.",
-        "- **Worst environment**: the minimum over test environments of the environment's mean over seeds and "
-        "episodes (the CI takes the minimum in each bootstrap resample); `summary.json` also gives each seed's own "
-        "worst environment (`per_seed_worst`).",
+        "- **IQM**: the 25% trimmed mean of the run scores (seeds x test environments): "
+        "`scipy.stats.trim_mean(x, 0.25)`, which cuts int(0.25 n) values from each end (rliable's "
+        "`aggregate_iqm`). **Mean**: the mean of the same run scores.",
+        f"- **CIs** of IQM and mean: 95% percentile intervals of rliable's stratified bootstrap ({BOOTSTRAP_SAMPLES} "
+        f"resamples, seed {BOOTSTRAP_SEED}): in each test environment the runs are resampled with replacement, "
+        "independently across environments. n/a with one seed.",
+        "- **P(X > Y) over runs** (rliable's probability of improvement) of a method X over a matched control Y "
+        "(`drigm.protocol.matched_controls`): in each test environment, the Mann-Whitney statistic of X's runs "
+        "against Y's runs (the fraction of (x run, y run) pairs with x > y, ties counting one half; runs are not "
+        "paired), averaged over the environments; CI: X's and Y's runs resampled independently within each "
+        "environment.",
+        "- **Seed-paired comparison** (a second figure, where pairing by seed is meaningful: the matched controls "
+        "share each seed's environments and initialisation): for each seed in both and each test environment, "
+        "P(X > Y) + 0.5 P(X = Y) over all pairs of the two runs' test episodes; averaged over the environments, "
+        "then over the paired seeds. CI: paired seeds resampled; t: the Student-t interval of the per-seed values "
+        "(not clipped to [0, 1]), the small-sample check, since the bootstrap of 3-5 seeds is too narrow. The "
+        "paired mean difference is X's mean minus Y's, per seed, averaged likewise.",
+        "- **Worst environment** (over episodes): the minimum over test environments of the environment's mean "
+        "over seeds and episodes (the CI takes the minimum in each bootstrap resample); `summary.json` also gives "
+        "each seed's own worst environment (`per_seed_worst`).",
         f"- **CVaR{CVAR_ALPHA:.0%}**: for each seed and test environment, the mean of the worst {CVAR_ALPHA:.0%} of "
         f"its test episodes (lower tail of the empirical distribution, fractional: with k = {CVAR_ALPHA} n, the "
         "floor(k) smallest values plus (k - floor k) times the next, divided by k); then the mean over test "
         "environments per seed, and mean +- SE [bootstrap CI] over seeds as in the tables above.",
-        "- **P(improvement)** of a method X over a matched control Y (`drigm.protocol.matched_controls`), paired "
-        "by seed: for each seed in both and each test environment, P(X > Y) + 0.5 P(X = Y) over all pairs of the "
-        "two runs' test episodes (Mann-Whitney); averaged over the environments, then over the paired seeds. CI: "
-        "paired seeds resampled; t: the Student-t interval of the per-seed values (not clipped to [0, 1]), the "
-        "small-sample check, since the bootstrap of 3-5 seeds is too narrow. The paired mean difference is X's "
-        "mean minus Y's, per seed, averaged likewise.",
         "- **Performance profiles** (`profiles.png`): the fraction of runs (seed x test episode, pooled over the "
         "test environments) with a value > tau, band = pointwise 95% stratified bootstrap interval.",
         "",
@@ -559,12 +564,17 @@ def _stats_section(
                     data.setdefault(agg, {}).setdefault(m, {})[scope] = None
                     row.append("missing")
                     continue
-                e = stats.stratified_bootstrap(a, agg, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
+                e = stats.interval_estimate(stats.run_scores(a), agg, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
                 entry = {**stats.as_dict(e), "seeds": seeds, "episodes": int(a.shape[2])}
                 data.setdefault(agg, {}).setdefault(m, {})[scope] = entry
                 row.append(f"{e.fmt()} (n={len(seeds)})")
             rows.append(row)
-        md += [f"### {title} [95% stratified bootstrap CI] (n = seeds)", "", _md_table(["method", *scopes], rows), ""]
+        md += [
+            f"### {title} of run scores [95% stratified bootstrap CI over runs] (n = seeds)",
+            "",
+            _md_table(["method", *scopes], rows),
+            "",
+        ]
     rows = []
     for m, (seeds, a) in scored.items():
         worst = stats.worst_mean(a, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
@@ -591,19 +601,28 @@ def _stats_section(
         _md_table(["method", "seeds", "worst environment", "its mean [CI]", f"CVaR{CVAR_ALPHA:.0%} +- SE [CI]"], rows),
         "",
     ]
-    rows = []
-    data["improvement"] = []
+    rows, prow = [], []
+    data["improvement"], data["paired_improvement"] = [], []
     for m in methods:
         for ctrl in _controls(col, m):
             for scope in scopes:
+                entry: dict[str, Any] = {"method": m, "control": ctrl, "test": scope}
+                runs = _run_improvement(col, m, ctrl, key, envs_of[scope])
+                if runs is None:
+                    data["improvement"].append({**entry, "n_x": 0, "n_y": 0})
+                    rows.append([m, ctrl, scope, "0", "0", "n/a"])
+                else:
+                    data["improvement"].append({**entry, **stats.as_dict(runs)})
+                    rows.append(
+                        [m, ctrl, scope, str(runs.n_x), str(runs.n_y), _point_cis(runs.p, runs.ci, None, ".3f")]
+                    )
                 imp = _improvement(col, m, ctrl, key, envs_of[scope])
-                entry: dict[str, Any] = {"method": m, "control": ctrl, "test": scope, "n_pairs": 0}
                 if imp is None:
-                    data["improvement"].append(entry)
-                    rows.append([m, ctrl, scope, "0", "n/a", "n/a"])
+                    data["paired_improvement"].append({**entry, "n_pairs": 0})
+                    prow.append([m, ctrl, scope, "0", "n/a", "n/a"])
                     continue
-                data["improvement"].append({**entry, **stats.as_dict(imp)})
-                rows.append(
+                data["paired_improvement"].append({**entry, **stats.as_dict(imp)})
+                prow.append(
                     [
                         m,
                         ctrl,
@@ -613,7 +632,13 @@ def _stats_section(
                         _point_cis(imp.mean_diff, imp.mean_diff_ci, imp.mean_diff_t_ci, "+.3f"),
                     ]
                 )
-    md += ["### Probability of improvement over matched controls (paired by seed)", ""]
+    md += ["### Probability of improvement over matched controls: P(X > Y) over runs (rliable)", ""]
+    md += (
+        [_md_table(["method", "control", "test", "runs of X", "runs of Y", "P(X > Y) [CI]"], rows), ""]
+        if rows
+        else ["No method has a matched control with results.", ""]
+    )
+    md += ["### Seed-paired comparison with matched controls (episodes, paired by seed)", ""]
     md += (
         [
             _md_table(
@@ -622,14 +647,14 @@ def _stats_section(
                     "control",
                     "test",
                     "paired seeds",
-                    "P(improvement) [CI] t [CI]",
+                    "paired P(improvement) [CI] t [CI]",
                     "paired mean diff [CI] t [CI]",
                 ],
-                rows,
+                prow,
             ),
             "",
         ]
-        if rows
+        if prow
         else ["No method has a matched control with results.", ""]
     )
     profiles: dict[str, stats.Profile] = {}
@@ -804,14 +829,33 @@ def _paired_average_diffs(col: Collected, method: str, control: str, key: str) -
     return diffs, common
 
 
-def _average_improvement(col: Collected, method: str, control: str, key: str) -> stats.Improvement | None:
-    """P(improvement) of `method` over `control` on all compatible test environments (None without paired seeds)."""
-    tests = [
+def _compatible_tests(col: Collected, method: str) -> list[str]:
+    """The protocol's test environments on which no run of `method` was incompatible."""
+    return [
         t.name
         for t in col.proto.tests
         if not any("incompatible" in r["tests"].get(t.name, {}) for r in col.results.get(method, {}).values())
     ]
-    return _improvement(col, method, control, key, tests)
+
+
+def _average_improvement(col: Collected, method: str, control: str, key: str) -> stats.Improvement | None:
+    """P(improvement) of `method` over `control` on all compatible test environments, paired by seed (None without
+    paired seeds)."""
+    return _improvement(col, method, control, key, _compatible_tests(col, method))
+
+
+def _run_improvement(
+    col: Collected, method: str, control: str, key: str, tests: list[str]
+) -> stats.RunImprovement | None:
+    """rliable's P(X > Y) over runs of `method` over `control` on the test environments `tests` (the tasks); None
+    when either has no run with the metric on all of them."""
+    _, ax = episode_scores(col, method, key, tests)
+    _, ay = episode_scores(col, control, key, tests)
+    if ax is None or ay is None:
+        return None
+    return stats.probability_of_improvement_runs(
+        stats.run_scores(ax), stats.run_scores(ay), BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+    )
 
 
 def _improvement(col: Collected, method: str, control: str, key: str, tests: list[str]) -> stats.Improvement | None:
@@ -1045,12 +1089,19 @@ def overview(
                 poi = _average_improvement(c, m, base, key)
                 poi_text = "n/a"
                 if poi is not None:
-                    entry["improvement"] = stats.as_dict(poi)
+                    entry["paired_improvement"] = stats.as_dict(poi)
                     poi_text = _point_cis(poi.p, poi.ci, poi.t_ci, ".2f")
+                runs = _run_improvement(c, m, base, key, _compatible_tests(c, m))
+                runs_text = "n/a"
+                if runs is not None:
+                    entry["improvement"] = stats.as_dict(runs)
+                    runs_text = _point_cis(runs.p, runs.ci, None, ".2f")
                 data.setdefault("versus_control", {}).setdefault(c.proto.name, {}).setdefault(m, {})[base] = entry
                 if base.endswith("-none"):
                     data.setdefault("versus_none", {}).setdefault(c.proto.name, {})[m] = entry
-                vrows.append([m, base, c.proto.name, str(len(common)), d.fmt(), _ci_text(t_ci), poi_text, verdict])
+                vrows.append(
+                    [m, base, c.proto.name, str(len(common)), d.fmt(), _ci_text(t_ci), runs_text, poi_text, verdict]
+                )
     header = [
         "method",
         "control",
@@ -1058,13 +1109,17 @@ def overview(
         "paired seeds",
         f"{key}: method - control",
         "t 95% CI",
-        "P(improvement) [CI] t [CI]",
+        "P(X > Y) over runs [CI]",
+        "paired P(improvement) [CI] t [CI]",
     ]
     md += [
         _md_table([*header, "verdict"], vrows),
         "",
-        "P(improvement): per paired seed and test environment, P(X > Y) + 0.5 P(X = Y) over all pairs of the two "
-        "runs' test episodes, averaged over environments and paired seeds; CI: paired seeds resampled, t: the "
+        "P(X > Y) over runs: rliable's probability of improvement (per test environment, the Mann-Whitney statistic "
+        "of the method's runs against the control's, unpaired, averaged over the environments; CI: runs resampled "
+        "within each environment, `drigm.stats.probability_of_improvement_runs`). "
+        "Paired P(improvement): per paired seed and test environment, P(X > Y) + 0.5 P(X = Y) over all pairs of the "
+        "two runs' test episodes, averaged over environments and paired seeds; CI: paired seeds resampled, t: the "
         "Student-t interval of the per-seed values, not clipped to [0, 1] "
         "(`drigm.stats.probability_of_improvement`). t 95% CI: the Student-t interval of the paired mean "
         "(`drigm.stats.t_interval`); the percentile bootstrap is too narrow with few seeds (3 seeds give 10 distinct "

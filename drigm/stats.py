@@ -1,8 +1,15 @@
 """Evaluation statistics after Agarwal et al. (NeurIPS 2021), "Deep RL at the edge of the statistical precipice".
 
-Our own numpy implementation (scipy.stats.trim_mean computes the IQM; rliable is not used): interquartile mean,
-lower-tail CVaR, stratified bootstrap confidence intervals, probability of improvement paired by seed,
-performance profiles, and a Student-t interval (scipy.stats.t) that checks paired differences over few seeds.
+Two families, both our own numpy code:
+
+- **over runs, as rliable defines them** (the reports' defaults; checked against the ``rliable`` package in the
+  tests): the score matrix ``(runs, tasks)`` (:func:`run_scores`), the IQM over run scores and its stratified
+  bootstrap over runs within each task (:func:`interval_estimate`), and P(X > Y) as the Mann-Whitney statistic
+  over runs (:func:`probability_of_improvement_runs`);
+- **over episodes, paired by seed** (the reports' second, named figures, where runs are matched controls):
+  interquartile mean, lower-tail CVaR, a bootstrap over seeds and then episodes, probability of improvement paired
+  by seed, performance profiles, and a Student-t interval (scipy.stats.t) that checks paired differences over few
+  seeds.
 
 Scores of one method are an array ``(envs, seeds, episodes)``: a 2-D ``(seeds, episodes)`` array is one test
 environment, and seed index i is the same trained run in every environment. Every bootstrap draws from
@@ -284,6 +291,107 @@ def performance_profile(
     return out
 
 
-def as_dict(obj: Estimate | Improvement | Profile) -> dict[str, Any]:
+def as_dict(obj: Estimate | Improvement | Profile | RunImprovement) -> dict[str, Any]:
     """A JSON-ready dict of a result (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in obj.__dict__.items()}
+
+
+# ===== statistics over runs, as rliable defines them ===============================================
+# Agarwal et al. (NeurIPS 2021) and their `rliable` package work on a score matrix (runs, tasks): one score per
+# trained run on each task (here: a run's mean over its test episodes on each test environment). The IQM is the
+# 25% trimmed mean of all its entries; the stratified bootstrap resamples runs with replacement within each task,
+# independently across tasks; P(X > Y) is, per task, the Mann-Whitney statistic of X's runs against Y's runs,
+# averaged over tasks, and its interval resamples X's and Y's runs independently within each task. A test checks
+# these against the rliable package itself (tests/test_stats_rliable.py).
+
+
+@dataclass(frozen=True)
+class RunImprovement:
+    """P(X > Y) over runs (rliable's definition) with its 95% stratified-bootstrap interval (None when either side has
+    one run)."""
+
+    p: float
+    ci: tuple[float, float] | None
+    n_x: int
+    n_y: int
+    tasks: int
+
+
+def run_scores(scores: ArrayLike) -> NDArray[np.float64]:
+    """The score matrix ``(runs, tasks)`` of scores ``(envs, seeds, episodes)``: each run's (seed's) mean over its
+    test episodes on each test environment (a 2-D array is one environment)."""
+    return _as_scores(scores, "scores").mean(axis=2).T.copy()
+
+
+def _run_matrix(x: ArrayLike, name: str) -> NDArray[np.float64]:
+    return _array(x, name, (2,))
+
+
+def _aggregate_of(aggregate: str | Aggregate) -> Aggregate:
+    if isinstance(aggregate, str):
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate={aggregate!r} must be one of {sorted(AGGREGATES)} or a callable")
+        return AGGREGATES[aggregate]
+    return aggregate
+
+
+def _strata(n_runs: int, n_tasks: int, reps: int, rng: np.random.Generator) -> Iterator[NDArray[np.intp]]:
+    """Blocks of flat indices ``(r, runs * tasks)`` into a ``(runs, tasks)`` matrix: in each task, `runs` run
+    indices drawn with replacement, independently per task (rliable's ``StratifiedBootstrap``)."""
+    task = np.arange(n_tasks)[None, None, :]
+    for start in range(0, reps, _CHUNK):
+        r = min(_CHUNK, reps - start)
+        runs = rng.integers(0, n_runs, size=(r, n_runs, n_tasks))
+        yield (runs * n_tasks + task).reshape(r, n_runs * n_tasks)
+
+
+def interval_estimate(
+    run_matrix: ArrayLike, aggregate: str | Aggregate = "iqm", reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED
+) -> Estimate:
+    """`aggregate` ("iqm": the 25% trimmed mean, "mean", or a callable on rows ``(r, runs * tasks)``) of all entries
+    of the score matrix ``(runs, tasks)``, with the 95% percentile interval over `reps` stratified bootstrap
+    resamples (runs drawn with replacement within each task). The interval is None with one run."""
+    a = _run_matrix(run_matrix, "run_matrix")
+    agg, reps = _aggregate_of(aggregate), _reps(reps)
+    flat = a.ravel()
+    point = float(agg(flat[None])[0])
+    if a.shape[0] < 2:
+        return Estimate(point, None, a.shape[0])
+    rng = np.random.default_rng(seed)
+    boot = np.concatenate([agg(flat[idx]) for idx in _strata(a.shape[0], a.shape[1], reps, rng)])
+    lo, hi = _interval(boot)
+    return Estimate(point, (float(lo), float(hi)), a.shape[0])
+
+
+def _mann_whitney(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per task, P(X > Y) + 0.5 P(X = Y) over all pairs of runs: x ``(..., n, tasks)``, y ``(..., m, tasks)``."""
+    gt = (x[..., :, None, :] > y[..., None, :, :]).mean(axis=(-3, -2))
+    eq = (x[..., :, None, :] == y[..., None, :, :]).mean(axis=(-3, -2))
+    return gt + 0.5 * eq
+
+
+def probability_of_improvement_runs(
+    x: ArrayLike, y: ArrayLike, reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED
+) -> RunImprovement:
+    """P(X > Y) of score matrices x ``(n runs, tasks)`` and y ``(m runs, same tasks)``: per task the Mann-Whitney
+    statistic U / (n m) (ties count one half), averaged over tasks; runs are not paired. The 95% percentile interval
+    resamples x's and y's runs independently within each task (rliable's ``StratifiedIndependentBootstrap``); None
+    when either side has one run."""
+    a, b = _run_matrix(x, "x"), _run_matrix(y, "y")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x has {a.shape[1]} task(s) (shape {a.shape}) but y has {b.shape[1]} (shape {b.shape})")
+    reps = _reps(reps)
+    n, m, T = a.shape[0], b.shape[0], a.shape[1]
+    p = float(_mann_whitney(a, b).mean())
+    if n < 2 or m < 2:
+        return RunImprovement(p, None, n, m, T)
+    rng = np.random.default_rng(seed)
+    col = np.arange(T)[None, None, :]
+    boot = []
+    for start in range(0, reps, _CHUNK // 10):
+        r = min(_CHUNK // 10, reps - start)
+        xa = a[rng.integers(0, n, size=(r, n, T)), col]
+        yb = b[rng.integers(0, m, size=(r, m, T)), col]
+        boot.append(_mann_whitney(xa, yb).mean(axis=-1))
+    lo, hi = _interval(np.concatenate(boot))
+    return RunImprovement(p, (float(lo), float(hi)), n, m, T)

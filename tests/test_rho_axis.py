@@ -306,8 +306,9 @@ def test_sweep_trains_a_rho_axis_and_skips_it_after(tmp_path: Path) -> None:
     assert "| qmix-paper-tv-rho0.4 | qmix-paper-tv-rho0.0 | tabular-smoke | 1 |" in page
     data = json.loads((tmp_path / "results" / "ov.json").read_text())
     assert set(data["versus_control"]["tabular-smoke"]) == {"qmix-paper-tv", "qmix-paper-tv-rho0.4"}
-    imp = data["versus_control"]["tabular-smoke"]["qmix-paper-tv"]["qmix-paper-tv-rho0.0"]["improvement"]
-    assert imp["n_pairs"] == 1 and 0.0 <= imp["p"] <= 1.0
+    vs = data["versus_control"]["tabular-smoke"]["qmix-paper-tv"]["qmix-paper-tv-rho0.0"]
+    assert vs["paired_improvement"]["n_pairs"] == 1 and 0.0 <= vs["paired_improvement"]["p"] <= 1.0
+    assert vs["improvement"]["n_x"] == vs["improvement"]["n_y"] == 1 and vs["improvement"]["ci"] is None  # one run
     assert (tmp_path / "results" / "ov-rho.png").is_file()
     # the protocol has no rho_grid: 'grid' says so
     assert sweep_main([*argv, "--scale", "smoke", "--rho", "grid", "--out-root", str(out)]) == 2

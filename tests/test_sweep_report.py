@@ -478,10 +478,11 @@ def test_report_robust_statistics_iqm_worst_case_improvement_profiles(tmp_path: 
     summary = report(path, tmp_path / "runs", rroot, "smoke")
     dest = rroot / "smoke-stats"
     md = (dest / "results.md").read_text()
-    for heading in ("## Robust statistics of the normalised score", "### IQM", "### Mean", "### Worst case",
-                    "### Probability of improvement over matched controls (paired by seed)"):  # fmt: skip
+    for heading in ("## Robust statistics of the normalised score", "### IQM of run scores", "### Mean of run scores",
+                    "### Worst case", "### Probability of improvement over matched controls: P(X > Y) over runs",
+                    "### Seed-paired comparison with matched controls"):  # fmt: skip
         assert heading in md
-    assert "our own numpy implementation following Agarwal et al." in md and "CVaR10%" in md
+    assert "their `rliable` package define them" in md and "CVaR10%" in md
     assert "- missing: qmix-discount-contamination seed 2" in md  # the control's third seed never ran
     assert (dest / "profiles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     on_disk = json.loads((dest / "summary.json").read_text())
@@ -494,7 +495,9 @@ def test_report_robust_statistics_iqm_worst_case_improvement_profiles(tmp_path: 
     assert m["long"]["point"] == pytest.approx(scores[:, 1].mean())
     lo, hi = m["average"]["ci"]
     assert lo < m["average"]["point"] < hi
-    assert st["iqm"]["qmix-none"]["nominal"]["point"] == pytest.approx(trim_mean(scores[:, 0].ravel(), 0.25))
+    run_scores = scores.mean(axis=2)  # (seeds, envs): each run's mean over its test episodes
+    assert st["iqm"]["qmix-none"]["nominal"]["point"] == pytest.approx(trim_mean(run_scores[:, 0], 0.25))
+    assert st["iqm"]["qmix-none"]["average"]["point"] == pytest.approx(trim_mean(run_scores.ravel(), 0.25))
     w = st["worst_case"]["qmix-none"]
     assert w["worst_env"] == "long" and w["worst_env_mean"]["point"] == pytest.approx(scores[:, 1].mean())
     for s in range(3):  # each seed's own worst environment and its mean over that seed's test episodes
@@ -505,12 +508,23 @@ def test_report_robust_statistics_iqm_worst_case_improvement_profiles(tmp_path: 
         }
     per_seed = [np.mean([np.sort(scores[s, e])[0] for e in range(2)]) for s in range(3)]  # 10% of 10: the worst
     assert w["cvar"]["alpha"] == 0.1 and w["cvar"]["mean"] == pytest.approx(np.mean(per_seed))
-    imp = {(e["method"], e["control"], e["test"]): e for e in st["improvement"]}
-    assert set(imp) == {
-        ("qmix-exact-contamination", c, t)
-        for c in ("qmix-discount-contamination", "qmix-none")
-        for t in ("nominal", "long", "average")
-    } | {("qmix-discount-contamination", "qmix-none", t) for t in ("nominal", "long", "average")}
+    runs = {(e["method"], e["control"], e["test"]): e for e in st["improvement"]}  # rliable: over runs, unpaired
+    r = runs[("qmix-exact-contamination", "qmix-none", "average")]
+    assert r["p"] == 1.0 and (r["n_x"], r["n_y"], r["tasks"]) == (3, 3, 2)
+    r = runs[("qmix-discount-contamination", "qmix-none", "nominal")]
+    xs, ys = run_scores[:2, 0] + 0.05, run_scores[:, 0]  # the discount control's 2 runs against all 3
+    assert r["p"] == pytest.approx(np.mean([(x > y) + 0.5 * (x == y) for x in xs for y in ys]))
+    imp = {(e["method"], e["control"], e["test"]): e for e in st["paired_improvement"]}
+    assert (
+        set(imp)
+        == set(runs)
+        == {
+            ("qmix-exact-contamination", c, t)
+            for c in ("qmix-discount-contamination", "qmix-none")
+            for t in ("nominal", "long", "average")
+        }
+        | {("qmix-discount-contamination", "qmix-none", t) for t in ("nominal", "long", "average")}
+    )
     e = imp[("qmix-exact-contamination", "qmix-none", "average")]
     assert e["p"] == 1.0 and e["n_pairs"] == 3 and e["mean_diff"] == pytest.approx(10.0)
     d = imp[("qmix-exact-contamination", "qmix-discount-contamination", "long")]
