@@ -11,7 +11,7 @@ after which Adam's moments of rarely sampled embedding rows turn subnormal), the
 - times drigm's update phase (``Trainer._train_phase``) interleaved, round by round, with :class:`FloorUpdate`,
   a minimal plain-torch update of the same networks on the same replay data (the floor), and prints the ratio.
 
-For the MLP case it also shows what flushing subnormals to zero (:func:`drigm.learner.flush_denormals`) is worth
+For the MLP case it also shows what flushing subnormals to zero (:func:`drigm.learner.subnormals_flushed`) is worth
 (the same episodes timed with the flush off) and checks that it changes no weight: two runs from the same seed,
 flush off and on, must end bit-identical.
 
@@ -53,11 +53,11 @@ def time_run(
     cfg: RunConfig, warmup: int, episodes: int, workdir: Path, flush: bool = True
 ) -> tuple[dict[str, float], Trainer]:
     """Train `warmup` episodes, then time `episodes` more; per-episode wall/CPU seconds and updates per second,
-    and the trained Trainer. `flush` False keeps subnormals (the Learner flushes them)."""
+    and the trained Trainer. `flush` False keeps subnormals (the Learner's updates flush them)."""
     run_dir = workdir / f"run-{cfg.agent.arch}-{cfg.target.kind}-{flush}"
     shutil.rmtree(run_dir, ignore_errors=True)
     tr = Trainer(replace(cfg, steps=288 * warmup, out=str(run_dir)), run_dir)
-    torch.set_flush_denormal(flush)
+    tr.learner.flush_subnormals = flush
     tr.train()
     tr.save()
     c0 = time.process_time()
@@ -69,7 +69,6 @@ def time_run(
     tr.train(resume=True)
     wall, cpu = time.perf_counter() - w0 - load_cpu, time.process_time() - c0 - load_cpu
     updates = tr.learner.n_updates - u0
-    torch.set_flush_denormal(True)
     return {
         "wall_ep": wall / episodes,
         "cpu_ep": cpu / episodes,
@@ -276,10 +275,9 @@ def flush_changes_nothing(cfg: RunConfig, episodes: int, workdir: Path) -> float
         run_dir = workdir / f"flush-{flush}"
         shutil.rmtree(run_dir, ignore_errors=True)
         tr = Trainer(replace(cfg, steps=288 * episodes, out=str(run_dir)), run_dir)
-        torch.set_flush_denormal(flush)  # after the Learner, which turns the flush on
+        tr.learner.flush_subnormals = flush
         tr.train()
         weights.append([p.detach().clone() for p in tr.learner.params])
-    torch.set_flush_denormal(True)
     return max(float((a - b).abs().max()) for a, b in zip(*weights, strict=True))
 
 

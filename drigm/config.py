@@ -172,9 +172,10 @@ class LearnerConfig:
     ``store_final`` false never stores an episode's last transition (the seed paper's loop breaks on ``done``
     before storing it).
 
-    ``reward_model`` (GroupDR, :mod:`drigm.reward_estimator`): a reward-estimator file (a relative path is taken
-    from the run directory); the TD target then uses min over its climates of r_hat_c(s, a, t) instead of the
-    batch reward. Unset (None) it is left out of the config's ``to_dict``, so configs from before it keep their keys.
+    ``reward_model`` (GroupDR, :mod:`drigm.reward_model`, fitted by :mod:`drigm.groupdr`): a reward-estimator file
+    (a relative path is taken from the run directory); the TD target then uses min over its climates of
+    r_hat_c(s, a, t) instead of the batch reward. Unset (None) it is left out of the config's ``to_dict``, so
+    configs from before it keep their keys.
     """
 
     gamma: float | None = None

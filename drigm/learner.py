@@ -15,7 +15,7 @@ For a batch of episodes, :meth:`Learner.update`
    with gradient-norm clipping, then updates the target networks (hard every N updates, or soft).
 
 With ``learner.reward_model`` (GroupDR), step 3's reward is min over climates of r_hat_c(s, a, t) from the
-reward estimator handed to the learner (:mod:`drigm.reward_estimator`), computed from the raw (unnormalised)
+reward estimator handed to the learner (:mod:`drigm.reward_model`), computed from the raw (unnormalised)
 state before anything else reads the batch; the batch reward itself is not used.
 """
 
@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import one_hot
@@ -35,7 +37,7 @@ from drigm.checkpoint import CheckpointError
 from drigm.config import ConfigError, RunConfig
 from drigm.mixers import MixerContext, build_mixer
 from drigm.normalization import RunningNorm
-from drigm.reward_estimator import RewardEstimator
+from drigm.reward_model import RewardEstimator
 from drigm.targets import TargetInputs, build_target
 from drigm.window_agents import Window, WindowController
 from reference.memory import MemoryBudgetError, check_fits
@@ -61,16 +63,34 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def flush_denormals() -> bool:
-    """Flush float subnormals (|x| < 1.2e-38 in float32) to zero in this process's CPU arithmetic; True if supported.
+_TINY = np.array([1e-39], dtype=np.float32)  # a float32 subnormal
+
+
+def flushing_subnormals() -> bool:
+    """True when this thread's CPU arithmetic flushes subnormals to zero (x86 FTZ/DAZ, torch.set_flush_denormal)."""
+    return bool((_TINY * np.float32(1.0))[0] == 0.0)
+
+
+@contextmanager
+def subnormals_flushed(enabled: bool = True) -> Iterator[None]:
+    """Within the block, flush float subnormals (|x| < 1.2e-38 in float32) to zero in this thread's CPU arithmetic;
+    the previous state is restored on exit, so nothing outside (numpy, Hypothesis, the exact solver) is affected.
 
     Adam's moments of rarely sampled weights (rows of the 200-action embedding) decay geometrically into the
     subnormal range within a few hundred updates, and x86 cores compute on subnormals ~100x slower: a building
-    update took 2.4x longer after 400 updates than at the start (``benchmarks/bench_building_budget.py``). The
-    flushed values are below every weight's rounding unit, so training is unchanged (bit-identical in the
-    benchmark's check). Process-wide, like torch's thread count.
+    episode took 2.3x longer with them (``benchmarks/bench_building_budget.py``). The flushed values are below
+    every weight's rounding unit, so training is unchanged (bit-identical in the benchmark's check).
     """
-    return bool(torch.set_flush_denormal(True))
+    if not enabled or flushing_subnormals():
+        yield
+        return
+    if not torch.set_flush_denormal(True):  # not supported on this CPU: nothing to restore
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def check_network_memory(
@@ -120,8 +140,8 @@ class Learner:
         self.n_agents, self.n_actions = n_agents, n_actions
         self.gamma = gamma
         self.device = device
-        if device.type == "cpu":
-            flush_denormals()
+        # updates on the CPU flush subnormals (see subnormals_flushed); False computes with them, as IEEE says
+        self.flush_subnormals = device.type == "cpu"
         lc = cfg.learner
         self.transitions = lc.replay == "transitions"
         # the TD target's reward: the team reward times reward_scale, added once per agent with td_reward agent_sum
@@ -310,6 +330,10 @@ class Learner:
 
     def update(self, batch: dict[str, Tensor], run_aux: bool = True) -> dict[str, float]:
         """One gradient step on a batch of episodes (tensors on this learner's device); returns scalar stats."""
+        with subnormals_flushed(self.flush_subnormals):
+            return self._update(batch, run_aux)
+
+    def _update(self, batch: dict[str, Tensor], run_aux: bool) -> dict[str, float]:
         self.controller.train()
         if self.cfg.learner.reward_model is not None:
             batch = self.estimated_rewards(batch)

@@ -25,7 +25,7 @@ unknown keys refused by name):
 - ``domain_randomisation``: ``{climate_sets: {NAME: {env, leaks, note}}, behaviour_algo, reward_estimator}``: the
   environments of the domain-randomisation methods (:data:`DR_TARGETS`; ``env`` is EnvConfig data merged over
   ``run.env``, e.g. ``{name: building, kwargs: {climates: [...]}}``), whether a set leaks test climates, the
-  algorithm of GroupDR's stage 1 (``vdn``) and the estimator settings (:class:`drigm.reward_estimator.EstimatorConfig`);
+  algorithm of GroupDR's stage 1 (``vdn``) and the estimator settings (:class:`drigm.reward_model.EstimatorConfig`);
 - ``presets``: ``{NAME: {...}}``, named training setups, each deep-merged (its own ``scales`` included) over the
   protocol's keys before the scale is; ``preset``: the one used when none is asked for. The chosen preset's
   name is recorded in every job's config (``RunConfig.preset``) and in the results path.
@@ -44,7 +44,7 @@ import numpy as np
 
 from drigm.config import ConfigError, RunConfig, build_config, deep_merge, load_yaml
 from drigm.mixers import MIXERS
-from drigm.reward_estimator import EstimatorConfig, estimator_config
+from drigm.reward_model import EstimatorConfig, estimator_config
 from reference.sets import UncertaintySetError, check_rho
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "experiments" / "protocols"

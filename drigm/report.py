@@ -13,7 +13,6 @@ than requested are marked. All outputs are written atomically.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 from drigm import stats
 from drigm.checkpoint import atomic_write_bytes
 from drigm.config import ConfigError
+from drigm.figures import png_bytes
 from drigm.protocol import SCALES, Job, Protocol, ProtocolError, load_protocol, matched_controls, parse_method
 from drigm.rho_curves import plot_rho_curves, rho_families
 from drigm.sweep import DEFAULT_OUT, is_finished, result_dir, result_path, train_dir
@@ -250,12 +250,6 @@ def _describe_scale(col: Collected) -> str:
     )
 
 
-def _fig_bytes(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def plot_ood(col: Collected, metrics: list[tuple[str, str]], path: Path) -> None:
     """Grouped bars (one group per test environment plus the average, one bar per method, SE error bars)."""
     import matplotlib
@@ -284,7 +278,7 @@ def plot_ood(col: Collected, metrics: list[tuple[str, str]], path: Path) -> None
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_title(f"{col.proto.name} ({col.proto.scale} scale): mean over seeds, error bars = standard error")
     axes[-1].legend(fontsize=7, ncol=min(5, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.25))
-    atomic_write_bytes(path, _fig_bytes(fig))
+    atomic_write_bytes(path, png_bytes(fig))
     plt.close(fig)
 
 
@@ -316,7 +310,7 @@ def plot_curves(col: Collected, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"{col.proto.name} ({col.proto.scale} scale): mean over seeds, band = min..max", fontsize=10)
     fig.tight_layout()
-    atomic_write_bytes(path, _fig_bytes(fig))
+    atomic_write_bytes(path, png_bytes(fig))
     plt.close(fig)
 
 
@@ -689,7 +683,7 @@ def plot_profiles(col: Collected, label: str, profiles: dict[str, stats.Profile]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(f"{col.proto.name} ({col.proto.scale} scale): performance profiles, band = 95% bootstrap CI")
-    atomic_write_bytes(path, _fig_bytes(fig))
+    atomic_write_bytes(path, png_bytes(fig))
     plt.close(fig)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from drigm.figures import png_bytes
 from drigm.protocol import DISCOUNT_SETS, ProtocolError, parse_method
 
 RhoOf = Callable[[str, str], float | None]
@@ -63,7 +64,6 @@ def plot_rho_curves(
     import matplotlib.pyplot as plt
 
     from drigm.checkpoint import atomic_write_bytes
-    from drigm.report import _fig_bytes
 
     # one row of panels per uncertainty set: contamination radii (<= 0.02) and TV radii (<= 0.5) on one axis
     # would squeeze the contamination curves against rho = 0
@@ -92,5 +92,5 @@ def plot_rho_curves(
     if seen:
         fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=min(4, len(seen)), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    atomic_write_bytes(Path(path), _fig_bytes(fig))
+    atomic_write_bytes(Path(path), png_bytes(fig))
     plt.close(fig)

@@ -35,7 +35,7 @@ from drigm.config import CONFIG_FILE, ConfigError, RunConfig, build_config, load
 from drigm.envs.base import MultiAgentEnv, make_env
 from drigm.envs.tabular import TabularEnv
 from drigm.learner import Learner, resolve_device
-from drigm.reward_estimator import RewardEstimator, load_estimator
+from drigm.reward_model import RewardEstimator, load_estimator
 from drigm.runner import BatchedRunner, Episode, EpisodeRunner
 from drigm.window_agents import WindowController
 from reference.atomic_io import remove_stale_temps

@@ -275,7 +275,8 @@ def groupdr_stages(proto: Protocol, job: Job, cfg: RunConfig, out_root: Path, pr
     reward estimators into the file `cfg.learner.reward_model` names (relative to stage 3's run directory) unless
     a valid one is there. Both are idempotent and file-locked, so the algorithms of one seed share them. Returns
     what the stages did (directories, seconds, the estimator's metrics)."""
-    from drigm.reward_estimator import RewardModelError, build_estimator, load_estimator
+    from drigm.groupdr import build_estimator
+    from drigm.reward_model import RewardModelError, load_estimator
 
     dr = proto.domain_randomisation
     assert dr is not None and cfg.learner.reward_model is not None

@@ -4,7 +4,7 @@
 [--out experiments/results/groupdr-audit] [--fresh]``
 
 With no RUN_DIR, every GroupDR stage-3 run under ``--root`` (directories named ``*-groupdr*-seed*``) is audited.
-For each, :func:`drigm.reward_estimator.audit_estimator` replays its greedy policy in every climate of its
+For each, :func:`drigm.groupdr.audit_estimator` replays its greedy policy in every climate of its
 training environment and compares the true reward with the estimators' minimum, the reward its TD target used.
 Writes ``OUT.md`` (a table per run) and ``OUT.json`` (every figure), both atomically. Run directories are not
 committed, so the audit runs where the runs were trained and the result files are what is committed: a run
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drigm.config import ConfigError  # noqa: E402
-from drigm.reward_estimator import audit_estimator  # noqa: E402
+from drigm.groupdr import audit_estimator  # noqa: E402
 from reference.atomic_io import atomic_write_json, atomic_write_text, describe_os_error  # noqa: E402
 
 

@@ -127,7 +127,7 @@ def test_sweep_refuses_a_corrupted_checkpoint_by_name(tmp_path: Path) -> None:
     kw = {"algos": ["vdn"], "targets": ["none"], "seeds": 1, "workers": 1, "scale": "smoke", "progress": False}
     assert not sweep(SMOKE, out_root=tmp_path, **kw).failed  # type: ignore[arg-type]
     (result,) = (tmp_path / "tabular-smoke" / "smoke").glob("*/seed0.json")
-    ckpt = Path(json.loads(result.read_text())["train_dir"]) / "checkpoint.pt"
+    ckpt = tmp_path / json.loads(result.read_text())["train_dir"] / "checkpoint.pt"  # relative to --out-root
     result.unlink()  # the job is redone: its finished training is reloaded for evaluation
     flip_tensor_bytes(ckpt)
     s = sweep(SMOKE, out_root=tmp_path, **kw)  # type: ignore[arg-type]
@@ -375,7 +375,7 @@ def test_output_on_a_directory_or_unwritable_path_is_refused(
 ) -> None:
     (tmp_path / "d.npz").mkdir()
     assert ref_main(["classic", "climbing", "-o", str(tmp_path / "d.npz")]) == 2
-    assert "d.npz' : it is a directory" in capsys.readouterr().err.replace("':", "' :")
+    assert "d.npz' is a directory; give a file path such as" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert ref_main(["random", "--states", "2", "--actions", "2", "-o", str(blocker / "sub" / "g.npz")]) == 2

@@ -16,16 +16,14 @@ from drigm.buffer import EpisodeBuffer, TransitionBuffer, marl_scheme
 from drigm.config import ConfigError, RunConfig, build_config
 from drigm.envs.base import EnvError, make_env
 from drigm.envs.mixture import MixtureEnv
+from drigm.groupdr import RewardData, audit_estimator, fit_estimators
 from drigm.learner import Learner
 from drigm.protocol import DR_TARGETS, Job, config_key, load_protocol, matched_controls, parse_method
-from drigm.reward_estimator import (
+from drigm.reward_model import (
     EstimatorConfig,
-    RewardData,
     RewardEstimator,
     RewardModelError,
-    audit_estimator,
     estimator_config,
-    fit_estimators,
     load_estimator,
     save_estimator,
 )

@@ -663,3 +663,22 @@ def test_chi2_worst_case_with_a_1e_228_gap_above_the_min_stays_in_the_ball() -> 
     assert np.all(p >= 0) and abs(p.sum() - 1.0) <= 1e-12
     assert divergence("chi2", p, p0) <= rho * (1 + 1e-9)
     assert abs(float(p @ V) - float(uset.support(p0, V))) <= 1e-227
+
+
+def test_kl_worst_case_attains_sigma_at_radii_near_the_rounding_floor() -> None:
+    """Found by proofs_check (sigma_worst_case_attains, kl rho = 1e-15): a p0 row summing to 1 - 3e-16 added
+    3e-16 to the KL that the worst case's rounding guard measured, which pulled p* a third of the way back to p0
+    (|p*.V - sigma| = 1.5e-9 of the values' scale). The guard now measures KL against the normalised row."""
+    from reference.sets import divergence, kl_support, kl_worst_case
+
+    p0 = np.array([[0.5320940614114715, 0.33874520527898244, 0.12916073330954572]])
+    assert p0.sum() != 1.0  # the rounding that mattered
+    V = np.array([25.0867228481043, 92.30211621954273, -75.57318734886323])
+    rng = np.random.default_rng(0)
+    cases = [(p0, V)] + [(rng.dirichlet(np.ones(3))[None], rng.normal(size=3) * 100) for _ in range(200)]
+    for P0, W in cases:
+        for rho in (1e-15, 1e-13, 1e-11):
+            p = kl_worst_case(P0, W, rho)
+            scale = float(np.abs(W).max())
+            assert abs(float((p @ W)[0] - kl_support(P0, W, rho)[0])) <= 1e-9 * scale
+            assert divergence("kl", p[0], P0[0]) <= rho + 1e-9

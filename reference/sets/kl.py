@@ -157,14 +157,20 @@ def kl_worst_case(P0: np.ndarray, V: np.ndarray, rho: float, validate: bool = Tr
     W = np.where(saturated[:, None], sat_w, W)
     p = W / W.sum(axis=-1, keepdims=True)
     # Guard against rounding (KL = rho is met to ~1e-13 relative, and a rounded p moves KL by ~eps): where
-    # KL(p || p0) > rho, mix in the normalised p0, whose KL is k0 = -log sum p0 (0 up to row-sum rounding).
-    # KL is convex, so a = (kl - rho) / (kl - k0) gives KL(mix) <= rho; a is ~1e-13 when it is used, and it
-    # moves p.V by a (p0.V - p.V).
+    # KL(p || p0) > rho, mix in p0 (normalised), whose KL is 0. KL is convex, so a = (kl - rho) / kl gives
+    # KL(mix) <= rho; a is ~1e-13 when it is used, and it moves p.V by a (p0.V - p.V). The KL is taken against
+    # the normalised row p0 / sum p0: a row summing to 1 - 3e-16 adds -log(sum p0) = 3e-16 to the KL against the
+    # raw row, which at rho ~1e-15 alone would pull p* a third of the way back to p0. For a tilted row the KL
+    # is -t E_p[Vp] - log M (_kl_eval, accurate at any t), not the sum p log(p / p0), which cancels
+    # catastrophically near the rounding floor; saturated rows keep the direct sum.
     a0 = P.sum(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = np.einsum("ks,ks->k", p, np.where(p > 0, np.log(p / np.where(supp, P, 1.0)), 0.0))
-        k0 = -np.log(a0)
-        a = np.where(kl > rho, np.clip((kl - rho) / (kl - k0), 0.0, 1.0), 0.0)
+        tilted = ~saturated & (t > 0)
+        if tilted.any():
+            kl[tilted] = _kl_eval(P[tilted], Vp[tilted], t[tilted])[3]
+        kl = kl + np.log(a0)  # against the normalised p0
+        a = np.where(kl > rho, np.clip((kl - rho) / kl, 0.0, 1.0), 0.0)
     if a.any():
         p = p + a[:, None] * (P / a0[:, None] - p)
     return p.reshape(*shape, P.shape[-1])

@@ -1,88 +1,31 @@
-"""GroupDR's reward estimators: one reward model per training climate, fitted on a behaviour policy's episodes.
+"""GroupDR (the seed paper's baseline): behaviour data in each training climate, the fitted reward estimators, and
+their audit.
 
 As the seed paper's code builds GroupDR (PAPER_NOTES "GroupDR"): (1) VDN trained with per-episode domain
 randomisation over the climates; (2) for each climate c an estimator r_hat_c(s, a, t) of the team reward, fitted
 by mean squared error on episodes of a behaviour policy (the domain-randomised VDN, epsilon-greedy) played in that
 climate; (3) VDN/QMIX/QTRAN trained with the TD target r_min + gamma V_hat(s'), r_min = min_c r_hat_c(s, a, t)
-(``learner.reward_model``; :meth:`drigm.learner.Learner.estimated_rewards`).
-
-The estimator of climate c is an MLP on [standardised global state, per-agent one-hot actions, t / horizon]
--> hidden -> hidden -> 1, predicting the standardised reward (the state and reward statistics of that climate's
-data are stored as buffers), so its output is in env reward units. Files are written atomically (temp file +
-rename) and hold the format tag, the climates, the shapes, the horizon, the fitting settings and metrics.
+(``learner.reward_model``; :meth:`drigm.learner.Learner.estimated_rewards`). The network and its file format are
+:mod:`drigm.reward_model`; this module sits above :mod:`drigm.run` (it loads stage 1's run).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
 from drigm.config import ConfigError
-from reference.atomic_io import atomic_write_bytes, describe_not_a_file
+from drigm.reward_model import EstimatorConfig, RewardEstimator, RewardModelError, save_estimator
 
-FORMAT = "drigm-reward-estimator/1"
 _BEHAVIOUR_STREAM = 0x8E7A
 """The SeedSequence stream of the behaviour episodes' env seeds (apart from the training and evaluation streams)."""
-
-
-class RewardModelError(ConfigError):
-    """A reward-estimator file is missing, corrupt, or does not fit the run; the message names the file."""
-
-
-@dataclass
-class EstimatorConfig:
-    """How behaviour data are collected and the estimators fitted.
-
-    ``episodes_per_climate`` behaviour episodes per climate (the paper's code: 1,000 episodes in all, i.e. 200 for
-    each of its five climates), played epsilon-greedily with ``behaviour_epsilon``; an MLP of width ``hidden``
-    per climate, trained by Adam (``lr``) for ``epochs`` passes in minibatches of ``batch_size`` transitions; the
-    last ``holdout`` fraction of each climate's episodes (at least one when there are two or more) is held out
-    for the reported MSE.
-    """
-
-    episodes_per_climate: int = 200
-    behaviour_epsilon: float = 0.1
-    hidden: int = 64
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 1e-3
-    holdout: float = 0.1
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the key, its value and the allowed range for the first invalid entry."""
-        for key, lo in (("episodes_per_climate", 1), ("hidden", 1), ("epochs", 1), ("batch_size", 1)):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"reward_estimator.{key}={v!r} is out of range: allowed integers >= {lo}")
-        for key, lo, hi, lo_open, hi_open in (
-            ("behaviour_epsilon", 0.0, 1.0, False, False),
-            ("lr", 0.0, math.inf, True, True),
-            ("holdout", 0.0, 1.0, False, True),
-        ):
-            v = getattr(self, key)
-            bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-            bad = bad or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi)
-            if bad:
-                rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-                raise ConfigError(f"reward_estimator.{key}={v!r} is out of range: allowed {rng}")
-
-
-def estimator_config(data: Mapping[str, Any] | None) -> EstimatorConfig:
-    """A validated EstimatorConfig from plain data (unknown keys and bad values raise ConfigError by name)."""
-    from drigm.config import _build
-
-    cfg = _build(EstimatorConfig, dict(data or {}), "reward_estimator.")
-    cfg.validate()
-    return cfg
 
 
 @dataclass
@@ -98,53 +41,6 @@ class RewardData:
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
-
-
-class RewardEstimator(nn.Module):
-    """r_hat_c(s, a, t) for every climate c; ``forward`` gives all of them, ``min_reward`` their minimum."""
-
-    def __init__(
-        self, climates: Sequence[str], state_dim: int, n_agents: int, n_actions: int, horizon: int, hidden: int
-    ) -> None:
-        super().__init__()
-        if not climates or horizon < 1:
-            raise ValueError(f"a reward estimator needs climates (got {list(climates)}) and horizon >= 1")
-        self.climates = tuple(climates)
-        self.state_dim, self.n_agents, self.n_actions = state_dim, n_agents, n_actions
-        self.horizon, self.hidden = horizon, hidden
-        C, in_dim = len(self.climates), state_dim + n_agents * n_actions + 1
-        self.nets = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
-            )
-            for _ in range(C)
-        )
-        self.register_buffer("state_loc", torch.zeros(C, state_dim))
-        self.register_buffer("state_scale", torch.ones(C, state_dim))
-        self.register_buffer("reward_loc", torch.zeros(C))
-        self.register_buffer("reward_scale", torch.ones(C))
-
-    def _inputs(self, c: int, state: Tensor, actions: Tensor, t: Tensor) -> Tensor:
-        s = (state - self.state_loc[c]) / self.state_scale[c]
-        a = nn.functional.one_hot(actions.long(), self.n_actions).to(s.dtype).flatten(-2)
-        tt = (t.to(s.dtype) / self.horizon).unsqueeze(-1)
-        return torch.cat([s, a, tt], dim=-1)
-
-    def climate_output(self, c: int, state: Tensor, actions: Tensor, t: Tensor) -> Tensor:
-        """Climate c's standardised prediction, shape L for inputs state L + (S,), actions L + (N,), t L."""
-        return self.nets[c](self._inputs(c, state, actions, t)).squeeze(-1)
-
-    def forward(self, state: Tensor, actions: Tensor, t: Tensor) -> Tensor:
-        """Predicted rewards L + (C,) in env units, for state L + (S,), actions L + (N,) (ints), t L (step index)."""
-        outs = [
-            self.reward_loc[c] + self.reward_scale[c] * self.climate_output(c, state, actions, t)
-            for c in range(len(self.climates))
-        ]
-        return torch.stack(outs, dim=-1)
-
-    def min_reward(self, state: Tensor, actions: Tensor, t: Tensor) -> Tensor:
-        """min over climates of r_hat_c(s, a, t), shape L (GroupDR's reward in the TD target)."""
-        return self.forward(state, actions, t).min(dim=-1).values
 
 
 # ===== behaviour data =============================================================================
@@ -257,59 +153,6 @@ def fit_estimators(
                 m["holdout_reward_var"] = float(r[ho].var(unbiased=False))
             metrics[name] = m
     return est.requires_grad_(False), metrics
-
-
-# ===== files ======================================================================================
-def save_estimator(est: RewardEstimator, path: Path, cfg: EstimatorConfig, metrics: Mapping[str, Any]) -> None:
-    """Write the estimator, its climates, shapes, horizon, fitting settings and metrics atomically to `path`."""
-    payload = {
-        "format": FORMAT,
-        "climates": list(est.climates),
-        "state_dim": est.state_dim,
-        "n_agents": est.n_agents,
-        "n_actions": est.n_actions,
-        "horizon": est.horizon,
-        "hidden": est.hidden,
-        "config": asdict(cfg),
-        "metrics": dict(metrics),
-        "state_dict": est.state_dict(),
-    }
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(Path(path), buf.getvalue(), make_parents=True)
-
-
-def load_estimator(path: Path, expect: Mapping[str, int] | None = None) -> tuple[RewardEstimator, dict[str, Any]]:
-    """The estimator in `path` and its file's metadata; RewardModelError naming the file when it is missing,
-    corrupt, of another format, or its shapes differ from `expect` (keys state_dim, n_agents, n_actions)."""
-    path = Path(path)
-    problem = describe_not_a_file(path, "reward-estimator file")
-    if problem is not None:
-        raise RewardModelError(problem)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, bad magic, foreign pickle
-        raise RewardModelError(
-            f"reward-estimator file {str(path)!r} is corrupt or unreadable: {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-        raise RewardModelError(f"reward-estimator file {str(path)!r} has format {got!r}; expected {FORMAT!r}")
-    for key, want in (expect or {}).items():
-        if obj.get(key) != want:
-            raise RewardModelError(
-                f"reward-estimator file {str(path)!r} was fitted for {key}={obj.get(key)!r}, but this run has "
-                f"{key}={want!r}: it belongs to another environment"
-            )
-    try:
-        est = RewardEstimator(
-            obj["climates"], obj["state_dim"], obj["n_agents"], obj["n_actions"], obj["horizon"], obj["hidden"]
-        )
-        est.load_state_dict(obj["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise RewardModelError(f"reward-estimator file {str(path)!r} does not hold a valid estimator: {exc}") from exc
-    meta = {k: v for k, v in obj.items() if k != "state_dict"}
-    return est.requires_grad_(False), meta
 
 
 def build_estimator(stage1_dir: Path, path: Path, cfg: EstimatorConfig, seed: int) -> dict[str, Any]:
