@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from drigm.config import RunConfig
+from drigm.learner import subnormals_flushed
 from drigm.protocol import Job, load_protocol
 from drigm.run import Trainer
 
@@ -239,7 +240,12 @@ class FloorUpdate:
         self.opt.step()
 
     def phase(self) -> None:
-        """What drigm's ``Trainer._train_phase`` does: (TV: aux steps on one batch, then) q_steps Q updates."""
+        """What drigm's ``Trainer._train_phase`` does: (TV: aux steps on one batch, then) q_steps Q updates, with
+        subnormals flushed as drigm's CPU updates are."""
+        with subnormals_flushed():
+            self._phase()
+
+    def _phase(self) -> None:
         if self.tv:
             b = self.batch()
             v_next = b["v_next"]
