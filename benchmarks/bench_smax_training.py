@@ -32,9 +32,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from drigm.protocol import Job, load_protocol
+from drigm.protocol import Job, load_protocol, test_episode_seeds
 from drigm.run import Trainer
-from drigm.sweep import test_episode_seeds
 
 
 def build_trainer(scale: str, out: str) -> Trainer:

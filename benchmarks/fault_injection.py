@@ -866,7 +866,7 @@ def _popen_sweep(ctx: Ctx, d: Path, steps: int) -> subprocess.Popen[str]:
         f"base: {ctx.root / 'experiments/protocols/tabular-smoke.yaml'}\nname: kill\n"
         f"scales:\n  smoke:\n    run:\n      steps: {steps}\n"
     )
-    argv = [ctx.python, "-m", "drigm.sweep", str(d / "p.yaml"), "--scale", "smoke", "--algos", "qmix", "--targets",
+    argv = [ctx.python, "-m", "drigm", "sweep", str(d / "p.yaml"), "--scale", "smoke", "--algos", "qmix", "--targets",
             "none", "--seeds", "2", "--workers", "2", "--out-root", str(d / "runs"), "--no-progress"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ctx.root)}
     return subprocess.Popen(argv, cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,4 +1,4 @@
-"""Command line: ``drigm train``, ``drigm evaluate``, ``drigm demo``.
+"""Command line: ``drigm train``, ``drigm evaluate``, ``drigm sweep``, ``drigm report``, ``drigm demo``.
 
 ``drigm train [--config FILE.yaml] [flags] [--override key.sub=value ...] --out RUN [--resume]``:
 defaults <- the YAML config <- the flags <- the overrides. With ``--resume`` the run's saved
@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,181 @@ def _print_eval(result: dict[str, Any]) -> None:
         print(f"  robust-optimal (tolerance {result['robust_optimality_tolerance']:.3g}): {result['robust_optimal']}")
 
 
+# ===== drigm sweep =================================================================================
+def _rho_arg(text: str) -> tuple[str | None, list[float] | str]:
+    """One ``--rho`` value: ``grid``, ``0,0.004,0.008`` (every chosen set) or ``SET=0,0.1`` (one set)."""
+    set_name, sep, values = text.partition("=")
+    if not sep:
+        set_name, values = "", text
+    elif not set_name.strip():
+        raise argparse.ArgumentTypeError(f"--rho {text!r}: no set name before '=' (e.g. tv=0,0.1)")
+    if values.strip() == "grid" and not sep:
+        return None, "grid"
+    try:
+        radii = [float(v) for v in _strict_csv(f"--rho {text!r}: radii", "0,0.004,0.008")(values)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--rho {text!r}: give 'grid', radii like 0,0.004,0.008, or SET=radii like tv=0,0.1"
+        ) from None
+    if not radii:
+        raise argparse.ArgumentTypeError(f"--rho {text!r}: no radii given")
+    return (set_name.strip() or None), radii
+
+
+def _rhos_of(given: list[tuple[str | None, list[float] | str]] | None) -> Any:
+    """The `rhos` argument of :func:`drigm.sweep.sweep` from the ``--rho`` options (ProtocolError when they
+    conflict)."""
+    from drigm.protocol import ProtocolError
+
+    if not given:
+        return None
+    if len(given) == 1 and given[0][0] is None:
+        return given[0][1]
+    if any(s is None for s, _ in given):
+        raise ProtocolError("--rho: give either one 'grid' or radii list for every set, or SET=radii per set")
+    out: dict[str, list[float]] = {}
+    for s, radii in given:
+        assert s is not None and not isinstance(radii, str)
+        if s in out:
+            raise ProtocolError(f"--rho: set {s!r} given twice")
+        out[s] = radii
+    return out
+
+
+def _strict_csv(flag: str, example: str) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list with no empty item (``''`` or ``a,,b`` refused, naming `flag`)."""
+
+    def parse(text: str) -> list[str]:
+        items = [s.strip() for s in text.split(",")]
+        if not any(items):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: an empty list; give e.g. {example}")
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: an empty item between commas; give e.g. {example}")
+        return items
+
+    return parse
+
+
+def _seeds_arg(text: str) -> int | list[int]:
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    try:
+        if len(parts) == 1 and "," not in text:
+            return int(parts[0])
+        return [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give a count (5) or a list (0,1,10)") from None
+
+
+def sweep_parser(prog: str = "drigm sweep") -> argparse.ArgumentParser:
+    """The argument parser of ``drigm sweep``."""
+    from drigm.protocol import SCALES
+    from drigm.results_store import DEFAULT_OUT
+    from drigm.sweep import BACKENDS
+    from drigm.workers import DEFAULT_RETRIES
+
+    p = argparse.ArgumentParser(prog=prog, description="Train and evaluate every combination of a named protocol.")
+    p.add_argument(
+        "protocol",
+        help="a protocol name (experiments/protocols/NAME.yaml) or a path to a protocol YAML; several joined by "
+        "commas share each job's training run (their training configs must agree)",
+    )
+    p.add_argument(
+        "--algos",
+        type=_strict_csv("--algos", "vdn,qmix"),
+        default=None,
+        help="comma-separated, e.g. vdn,qmix,qtran (default: protocol)",
+    )
+    p.add_argument(
+        "--targets",
+        type=_strict_csv("--targets", "none,exact"),
+        default=None,
+        help="comma-separated among none,exact,paper,discount,schedule,doubleq,dr,dr-paper,groupdr,groupdr-paper "
+        "(discount: the matched control of contamination, non-robust at gamma (1 - rho); schedule: non-robust with "
+        "a set's update schedule (its set_overrides' learner part), the control of TV's schedule; doubleq: "
+        "non-robust with double Q-learning, the control of the pessimism of TV's min(V_hat, aux); dr: per-episode "
+        "domain randomisation over the protocol's leak-free climate set, dr-paper over the paper's; "
+        "groupdr(-paper): the paper's GroupDR, its stage-1 VDN dr run and reward estimators built inside the job)",
+    )
+    p.add_argument(
+        "--sets",
+        type=_strict_csv("--sets", "contamination,tv"),
+        default=None,
+        help="comma-separated among contamination,tv",
+    )
+    p.add_argument(
+        "--rho",
+        type=_rho_arg,
+        action="append",
+        default=None,
+        help="a rho axis: 'grid' (the protocol's rho_grid), radii for every chosen set (0,0.004,0.008), or "
+        "SET=radii, repeatable (--rho contamination=0,0.008 --rho tv=0,0.2); default: the protocol's rho",
+    )
+    p.add_argument("--seeds", type=_seeds_arg, default=None, help="N (the protocol's first N seeds) or a list 0,1,10")
+    p.add_argument("--backend", choices=BACKENDS, default="local")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: CPU count)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"reruns of a job whose worker process died, from its last checkpoint (default {DEFAULT_RETRIES})",
+    )
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local instance)")
+    p.add_argument("--scale", choices=SCALES, default="full")
+    p.add_argument("--preset", default=None, help="a named training preset of the protocol (default: its own)")
+    p.add_argument("--out-root", type=Path, default=DEFAULT_OUT, help="run and results root (default experiments/runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def sweep_main(argv: list[str]) -> int:
+    """``drigm sweep PROTOCOL ...``: 0 when every job finished, 1 when some failed, 2 on a configuration error."""
+    args = sweep_parser().parse_args(argv)
+    from drigm.config import ConfigError
+    from drigm.protocol import RHO_TARGETS, ProtocolError
+    from drigm.sweep import sweep
+    from drigm.workers import exit_on_sigterm
+    from reference.atomic_io import describe_os_error
+
+    exit_on_sigterm()
+    try:
+        if args.rho and args.targets is not None and not set(args.targets) & set(RHO_TARGETS):
+            raise ProtocolError(
+                f"--rho with --targets {','.join(args.targets)}: none of them reads rho (only "
+                f"{', '.join(sorted(RHO_TARGETS))} do); the radii would be ignored"
+            )
+        s = sweep(
+            args.protocol,
+            algos=args.algos,
+            targets=args.targets,
+            sets=args.sets,
+            seeds=args.seeds,
+            backend=args.backend,
+            workers=args.workers,
+            out_root=args.out_root,
+            scale=args.scale,
+            ray_address=args.ray_address,
+            progress=not args.no_progress,
+            preset=args.preset,
+            retries=args.retries,
+            rhos=_rhos_of(args.rho),
+        )
+    except (ConfigError, RuntimeError) as exc:
+        print(f"drigm sweep: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"drigm sweep: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    print(
+        f"done in {s.seconds:.0f} s: {s.total} jobs, {s.skipped} already finished, {s.ran} run, "
+        f"{len(s.failed)} failed, {len(s.retried)} finished after a worker died; results in {s.results_dir}"
+    )
+    for method, seed, msg in s.retried:
+        print(f"  RETRIED {method} seed {seed} (finished): {msg}")
+    for method, seed, msg in s.failed:
+        print(f"  FAILED {method} seed {seed}: {msg}", file=sys.stderr)
+    return 1 if s.failed else 0
+
+
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `drigm` console script; returns the exit status (2 on a user error)."""
@@ -322,8 +498,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 _print_eval(result)
         elif args.command == "sweep":
-            from drigm.sweep import sweep_main
-
             return sweep_main(args.rest)
         elif args.command == "report":
             from drigm.report import report_main

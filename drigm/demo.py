@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from drigm.checkpoint import atomic_write_bytes
-from drigm.protocol import Job, TestEnv, load_protocol
-from drigm.sweep import evaluate_on, test_episode_seeds
+from drigm.evaluation import evaluate_on
+from drigm.protocol import Job, TestEnv, load_protocol, test_episode_seeds
 
 DEMO_TESTS = (
     ("Tucson (train climate, days 200-364)", "building:Tucson"),

@@ -87,8 +87,8 @@ def evaluate_anywhere(
     `score_protocol`'s score, won flags where the env reports them) and the mean with a 95% t-interval.
     `episodes` None plays every day of the pool once (or 20 episodes when the env has no day pool).
     """
+    from drigm.evaluation import evaluate_on, make_test_env
     from drigm.run import load_run, returns_summary
-    from drigm.sweep import evaluate_on, make_test_env
 
     _check_episodes(episodes)
     _check_env(env)
@@ -137,10 +137,10 @@ def evaluate_paper_agents(
     """
     import torch
 
+    from drigm.evaluation import evaluate_on, make_test_env
     from drigm.learner import resolve_device
     from drigm.paper_checkpoint import load_paper_agents, paper_agents_summary
     from drigm.run import returns_summary
-    from drigm.sweep import evaluate_on, make_test_env
 
     _check_episodes(episodes)
     _check_env(env)

@@ -14,15 +14,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from drigm.config import ConfigError
-from drigm.reward_model import EstimatorConfig, RewardEstimator, RewardModelError, save_estimator
+from drigm.config import ConfigError, RunConfig
+from drigm.protocol import Job
+from drigm.results_store import portable, train_dir
+from drigm.reward_model import (
+    EstimatorConfig,
+    RewardEstimator,
+    RewardModelError,
+    load_estimator,
+    save_estimator,
+)
+from reference.atomic_io import file_lock
 
 _BEHAVIOUR_STREAM = 0x8E7A
 """The SeedSequence stream of the behaviour episodes' env seeds (apart from the training and evaluation streams)."""
@@ -251,4 +260,52 @@ def audit_estimator(run_dir: Path, episodes_per_climate: int = 5, device: str = 
         "estimator_climates": list(est.climates),
         "episodes_per_climate": episodes_per_climate,
         "climates": climates,
+    }
+
+
+def groupdr_stages(
+    job: Job,
+    cfg: RunConfig,
+    stage1_job: Job,
+    stage1_cfg: RunConfig,
+    estimator: EstimatorConfig,
+    out_root: Path,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """GroupDR's stages 1 and 2 for `job` (whose config `cfg` trains stage 3 under `out_root`): train (or
+    resume, or reuse) the domain-randomised behaviour run `stage1_job` (resolved config `stage1_cfg`; same seed and
+    climate set), then fit its reward estimators (settings `estimator`) into the file `cfg.learner.reward_model`
+    names (relative to stage 3's run directory) unless a valid one is there. Both are idempotent and file-locked,
+    so the algorithms of one seed share them. Returns what the stages did (directories, seconds, the estimator's
+    metrics)."""
+    if cfg.learner.reward_model is None:
+        raise ConfigError(f"GroupDR job {job.method} seed {job.seed}: its config names no learner.reward_model")
+    from drigm.run import train_job
+
+    s1job, s1cfg = stage1_job, stage1_cfg
+    s1dir = train_dir(out_root, s1job, s1cfg)
+    tdir = train_dir(out_root, job, cfg)
+    est_path = (tdir / cfg.learner.reward_model).resolve()
+    if est_path.parent != s1dir.resolve():
+        raise ConfigError(f"GroupDR job {job.method} seed {job.seed}: its estimator {est_path} is not in {s1dir}")
+    t0 = time.perf_counter()
+    s1 = train_job(replace(s1cfg, out=str(s1dir), progress=progress), s1dir)
+    t1 = time.perf_counter()
+    with file_lock(s1dir / ".estimator.lock"):
+        try:
+            meta = load_estimator(est_path)[1]
+            built = False
+        except RewardModelError:
+            if est_path.exists():  # corrupt or foreign: refit (the file is ours to rewrite)
+                est_path.unlink()
+            meta = {"metrics": build_estimator(s1dir, est_path, estimator, job.seed)}
+            built = True
+    return {
+        "stage1_dir": portable(s1dir, out_root),
+        "stage1_t_env": s1.get("t_env"),
+        "stage1_seconds": t1 - t0,
+        "estimator": portable(est_path, out_root),
+        "estimator_built": built,
+        "estimator_metrics": meta.get("metrics"),
+        "estimator_seconds": time.perf_counter() - t1,
     }

@@ -22,7 +22,7 @@ previous action before the first step, zero observations with action 0 before th
 8 positions from a zero state, and greedy argmax (tests/test_paper_checkpoint.py checks this against an
 independent nn.Linear + nn.LSTM forward pass).
 
-:class:`PaperAgents` carries the controller in the shape that :func:`drigm.sweep.evaluate_on` reads of a loaded
+:class:`PaperAgents` carries the controller in the shape that :func:`drigm.evaluation.evaluate_on` reads of a loaded
 run (``env`` sizes, ``learner.controller``, ``device``), so the paper's networks are scored by drigm's own
 EpisodeRunner on drigm's environments, seeds and scores, like any trained run.
 """
@@ -82,7 +82,7 @@ class _Learner:
 class PaperAgents:
     """The paper's N agent networks loaded into one :class:`WindowController`, ready for greedy evaluation.
 
-    ``env`` (sizes only), ``learner.controller`` and ``device`` are what :func:`drigm.sweep.evaluate_on` reads of
+    ``env`` (sizes only), ``learner.controller`` and ``device`` are what :func:`drigm.evaluation.evaluate_on` reads of
     a loaded run; ``files`` are the state_dict files read, in agent order.
     """
 

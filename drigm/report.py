@@ -27,8 +27,8 @@ from drigm.checkpoint import atomic_write_bytes
 from drigm.config import ConfigError
 from drigm.figures import png_bytes
 from drigm.protocol import SCALES, Job, Protocol, ProtocolError, load_protocol, matched_controls, parse_method
+from drigm.results_store import DEFAULT_OUT, is_finished, result_dir, result_path, train_dir
 from drigm.rho_curves import plot_rho_curves, rho_families
-from drigm.sweep import DEFAULT_OUT, is_finished, result_dir, result_path, train_dir
 
 DEFAULT_RESULTS = Path("experiments/results")
 BOOTSTRAP_SAMPLES = 10_000

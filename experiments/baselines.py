@@ -23,7 +23,7 @@ Policies (both act on the available actions only):
   (so observation noise on enemy positions reaches it); with none visible, stop.
   Other environments have no fixed rule and are refused.
 
-The episode seeds are the protocol's test-episode seeds (:func:`drigm.sweep.test_episode_seeds` of its
+The episode seeds are the protocol's test-episode seeds (:func:`drigm.protocol.test_episode_seeds` of its
 ``eval_seed``), the ones the sweep evaluates trained policies on, so the numbers compare directly with the
 report's. Environments are built as the sweep builds them at the chosen scale (full: whole episodes). A test
 environment identical to the training one is run once and its row says so. The return is the undiscounted
@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from drigm.envs.base import EnvError, MultiAgentEnv, TimeStep
-from drigm.protocol import SCALES, ProtocolError, load_protocol
-from drigm.sweep import make_test_env, test_episode_seeds
+from drigm.evaluation import make_test_env
+from drigm.protocol import SCALES, ProtocolError, load_protocol, test_episode_seeds
 
 Policy = Callable[[MultiAgentEnv, TimeStep, np.random.Generator], np.ndarray]
 POLICIES = ("random", "fixed")

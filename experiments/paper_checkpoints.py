@@ -8,7 +8,7 @@ PAPER_REPO is a directory of the paper's code (e.g. ``git -C MIRROR archive HEAD
 networks (:data:`NETS`; the paper's ``_g`` runs are its TV variants, ``robust_{alg}_rho_{rho}`` its contamination
 runs, rho 0 = non-robust) are loaded into a drigm WindowController (:mod:`drigm.paper_checkpoint`) and played
 greedily by drigm's EpisodeRunner, exactly as ``drigm sweep`` evaluates a trained run
-(:func:`drigm.sweep.evaluate_on`): on each test environment of the day set's protocol (``load_protocol(NAME,
+(:func:`drigm.evaluation.evaluate_on`): on each test environment of the day set's protocol (``load_protocol(NAME,
 preset="paper")``), with its test-episode env seeds (``proto.test_seeds()``: the paper's 50 listed days for the
 ``building-paper-*`` sets, duplicates counted as listed; ``eval_episodes`` seeds from ``eval_seed`` on days 200-364
 for the held-out sets), scored by the protocol's score (the paper's units: (6 x team return + 9000) / 9000).
@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from drigm.evaluation import evaluate_on  # noqa: E402
 from drigm.paper_checkpoint import PaperCheckpointError, load_paper_agents  # noqa: E402
 from drigm.protocol import Protocol, load_protocol  # noqa: E402
 from drigm.stats import t_interval  # noqa: E402
-from drigm.sweep import evaluate_on  # noqa: E402
 from reference.atomic_io import atomic_write_json, atomic_write_text  # noqa: E402
 
 FORMAT = 1

@@ -17,14 +17,16 @@ sweep results); it needs only the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
 import secrets
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -141,6 +143,20 @@ def atomic_write_json(
     """
     text = json.dumps(obj, indent=indent, default=default, allow_nan=allow_nan) + "\n"
     return atomic_write_text(path, text, make_parents=make_parents)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file `path` (created with its parents) for the ``with`` block; the lock
+    dies with its process, so a killed holder never leaves it taken."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def remove_stale_temps(

@@ -151,11 +151,11 @@ def test_proofs_check_report_and_drigm_writers_use_it(tmp_path: Path, monkeypatc
     monkeypatch.setattr(atomic_io, "atomic_write", spy)
     write_json([], tmp_path / "deep" / "report.json")
     assert json.loads((tmp_path / "deep" / "report.json").read_text()) == []
-    from drigm import sweep
+    from drigm import results_store
     from drigm.checkpoint import atomic_write_bytes as drigm_write
 
     drigm_write(tmp_path / "ck" / "checkpoint.pt", b"bytes")
-    sweep._write_json(tmp_path / "res" / "seed0.json", {"a": np.float64(1.5)})
+    results_store.write_json(tmp_path / "res" / "seed0.json", {"a": np.float64(1.5)})
     assert (tmp_path / "ck" / "checkpoint.pt").read_bytes() == b"bytes"
     assert (tmp_path / "res" / "seed0.json").read_text() == '{\n "a": 1.5\n}\n'
     assert calls == ["report.json", "checkpoint.pt", "seed0.json"]

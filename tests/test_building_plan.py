@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from drigm.sweep import _rhos_of, resolve_jobs, sweep_parser
+from drigm.cli import _rhos_of, sweep_parser
+from drigm.sweep import resolve_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "experiments" / "building_plan.sh"

@@ -443,8 +443,8 @@ def test_evcharging_padding_global_view():
 
 def test_evcharging_shift_protocol_test_envs_match_training_shapes():
     """Every test env of the evcharging-shift protocol (the JPL one padded) has the training env's shapes."""
+    from drigm.evaluation import make_test_env
     from drigm.protocol import load_protocol
-    from drigm.sweep import make_test_env
 
     proto = load_protocol("evcharging-shift", "smoke")
     train = make_test_env({"episode_limit": None, "kwargs": {}, **proto.run["env"]})

@@ -177,7 +177,7 @@ def _holder_of(lock: Path, pids: list[int]) -> int | None:
 def _start_sweep(tmp_path: Path, steps: int, seeds: int, *extra: str) -> subprocess.Popen[str]:
     proto = tmp_path / "kill.yaml"
     proto.write_text(f"base: {SMOKE}\nname: kill\nscales:\n  smoke:\n    run:\n      steps: {steps}\n")
-    cmd = [sys.executable, "-m", "drigm.sweep", str(proto), "--scale", "smoke", "--algos", "qmix", "--targets",
+    cmd = [sys.executable, "-m", "drigm", "sweep", str(proto), "--scale", "smoke", "--algos", "qmix", "--targets",
            "none", "--seeds", str(seeds), "--workers", "2", "--out-root", str(tmp_path / "runs"), "--no-progress",
            *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -505,7 +505,7 @@ def test_report_labels_a_zero_difference_as_a_tie() -> None:
 
 def _add_manifest_jobs(path: str, seeds: list[int]) -> None:
     from drigm.protocol import Job, load_protocol
-    from drigm.sweep import _update_manifest
+    from drigm.results_store import update_manifest as _update_manifest
 
     proto = load_protocol("tabular-smoke", "smoke")
     for s in seeds:

@@ -338,7 +338,8 @@ def test_smoke_sweep_trains_groupdr_stages_and_writes_results(tmp_path: Path) ->
     from conftest import require_extra
 
     require_extra("sustaingym", "sustaingym")
-    from drigm.sweep import result_path, sweep
+    from drigm.results_store import result_path
+    from drigm.sweep import sweep
 
     s = sweep(
         "building-climate",
@@ -369,7 +370,7 @@ def test_smoke_sweep_trains_groupdr_stages_and_writes_results(tmp_path: Path) ->
     assert est.climates == ("Tucson", "Tampa", "Honolulu", "ElPaso", "Seattle") and meta["horizon"] == 12
     assert set(r["tests"]) == {"Tampa", "NewYork", "Honolulu", "ElPaso", "Seattle"}  # the tests stay as they are
     # the audit replays stage 3's greedy policy in each climate and scores it with the estimator it trained on
-    from drigm.sweep import train_dir
+    from drigm.results_store import train_dir
 
     a = audit_estimator(train_dir(tmp_path, job, p.job_config(job)), episodes_per_climate=2)
     assert a["estimator_climates"] == list(est.climates) and set(a["climates"]) == set(est.climates)

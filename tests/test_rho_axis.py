@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import require_extra
 
+from drigm.cli import _rho_arg, _rhos_of, sweep_main
 from drigm.cli import main as cli_main
 from drigm.config import ConfigError
 from drigm.protocol import (
@@ -24,7 +25,8 @@ from drigm.protocol import (
     rho_tag,
 )
 from drigm.report import overview, paper_row, report
-from drigm.sweep import _rho_arg, _rhos_of, is_finished, result_dir, result_path, sweep, sweep_main
+from drigm.results_store import is_finished, result_dir, result_path
+from drigm.sweep import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDING = ["building-paper-seasonal", "building-paper-climate", "building-seasonal", "building-climate"]

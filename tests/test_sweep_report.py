@@ -12,6 +12,7 @@ import pytest
 from conftest import require_extra
 from scipy.stats import trim_mean
 
+from drigm.cli import sweep_main
 from drigm.config import build_config
 from drigm.protocol import (
     PROTOCOL_DIR,
@@ -23,8 +24,9 @@ from drigm.protocol import (
     protocol_presets,
 )
 from drigm.report import _versus, cell, report, report_main
-from drigm.run import CHECKPOINT, Trainer
-from drigm.sweep import TRAIN_DONE, read_curve, result_path, sweep, sweep_main, train_dir
+from drigm.results_store import read_curve, result_path, train_dir
+from drigm.run import CHECKPOINT, TRAIN_DONE, Trainer
+from drigm.sweep import sweep
 from reference.game import Game, robust_vs_nominal_game, save_game
 
 SMOKE = PROTOCOL_DIR / "tabular-smoke.yaml"
@@ -314,7 +316,7 @@ def test_terminated_sweep_stops_its_workers(tmp_path: Path) -> None:
 
     proto = tmp_path / "long.yaml"
     proto.write_text(f"base: {SMOKE}\nname: long\nscales:\n  smoke:\n    run:\n      steps: 100000000\n")
-    cmd = [sys.executable, "-m", "drigm.sweep", str(proto), "--scale", "smoke", "--algos", "qmix", "--targets",
+    cmd = [sys.executable, "-m", "drigm", "sweep", str(proto), "--scale", "smoke", "--algos", "qmix", "--targets",
            "none", "--seeds", "2", "--workers", "2", "--out-root", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -424,7 +426,7 @@ def write_fake_results(out: Path, proto: Protocol, jobs: list[Job], scores: dict
     from dataclasses import asdict
 
     from drigm.protocol import config_key
-    from drigm.sweep import RESULT_FORMAT, result_dir
+    from drigm.results_store import RESULT_FORMAT, result_dir
 
     root = result_dir(out, proto.name, proto.label)
     root.mkdir(parents=True, exist_ok=True)
