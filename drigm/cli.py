@@ -27,8 +27,10 @@ adds paper_agents (the files read and the sizes).
 
 ``python -m drigm ...`` is the same as ``drigm ...``.
 
-``drigm demo``: the README's main job; non-robust vs robust QMIX on ``tabular:robust_vs_nominal``
-(exit status 1 if the robust policy is not robust-optimal or the nominal one is).
+``drigm demo [--part solver|tabular|answer|building ...]``: the README's main job (:mod:`drigm.demo`): the exact
+solver on ``tabular:robust_vs_nominal``, non-robust vs robust QMIX on it certified by the solver (exit status 1 if
+the robust policy is not robust-optimal or the nominal one is), the building answer from the committed results, a
+short building run. ``--tabular`` is ``--part tabular``.
 """
 
 from __future__ import annotations
@@ -115,14 +117,16 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="the main job: non-robust vs robust QMIX on SustainGym's building, tested on a shifted climate",
+        help="the main job: exact solver, robust QMIX certified, the building answer, a short building run",
     )
     d.add_argument(
-        "--tabular",
-        action="store_true",
-        help="instead: non-robust vs robust QMIX on the robust_vs_nominal game, checked by the exact solver",
+        "--part",
+        action="append",
+        choices=("solver", "tabular", "answer", "building"),
+        help="run only this part (repeatable; default: all four, in order)",
     )
-    d.add_argument("--out", type=Path, help="output directory (default runs/demo-building or runs/demo)")
+    d.add_argument("--tabular", action="store_true", help="the same as --part tabular")
+    d.add_argument("--out", type=Path, help="output directory (default runs/demo)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
 
@@ -503,15 +507,13 @@ def main(argv: list[str] | None = None) -> int:
             from drigm.report import report_main
 
             return report_main(args.rest)
-        elif args.tabular:
-            from drigm.run import demo
-
-            if not demo(args.out or Path("runs/demo"), seed=args.seed, progress=not args.no_progress):
-                return 1
         else:
-            from drigm.demo import building_demo
+            from drigm.demo import PARTS, run_demo
 
-            building_demo(args.out or Path("runs/demo-building"), seed=args.seed)
+            parts = tuple(args.part or ()) + (("tabular",) if args.tabular else ())
+            return run_demo(
+                parts or PARTS, args.out or Path("runs/demo"), seed=args.seed, progress=not args.no_progress
+            )
     except user_errors as exc:
         print(f"drigm {args.command}: error: {exc}", file=sys.stderr)
         return 2

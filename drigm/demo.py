@@ -1,8 +1,17 @@
-"""The README's building demo: non-robust vs robust (exact TV) QMIX on SustainGym building, tested under a shift.
+"""``drigm demo`` (what ``make demo`` runs): the toolkit's promise in four parts, each printed under a header.
 
-Both runs use the building-seasonal protocol's reduced-scale settings (experiments/protocols/_building.yaml) with
-a shorter budget: they train on Tucson (Hot_Dry) days 0..199 and are evaluated greedily on held-out days
-200..364 in Tucson (seasonal shift) and in Honolulu (climate + season shift), every method on the same days.
+1. ``solver``: the exact solver on ``tabular:robust_vs_nominal``, a game whose nominal greedy policy is not
+   robust-optimal (:func:`solver_demo`; deterministic).
+2. ``tabular``: non-robust and robust QMIX trained on that game, the solver certifying the robust one
+   (:func:`drigm.run.demo`; the demo fails when the certification does).
+3. ``answer``: the building answer rebuilt from the committed results, in the paper's units, with its CIs
+   (:func:`drigm.building_answer.render_readme`; deterministic, the README's table).
+4. ``building``: a short building run that shows progress (:func:`building_demo`).
+
+The building run: both runs use the building-seasonal protocol's reduced-scale settings
+(experiments/protocols/_building.yaml) with a shorter budget: they train on Tucson (Hot_Dry) days 0..199 and are
+evaluated greedily on held-out days 200..364 in Tucson (seasonal shift) and in Honolulu (climate + season shift),
+every method on the same days.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from drigm.building_answer import RESULTS, Results, render_readme
 from drigm.checkpoint import atomic_write_bytes
 from drigm.evaluation import evaluate_on
 from drigm.protocol import Job, TestEnv, load_protocol, test_episode_seeds
@@ -164,3 +174,106 @@ def demo_summary(result: DemoResult) -> dict[str, Any]:
     return {
         r.method: {t: dict(zip(("mean", "se"), r.mean_se(t), strict=True)) for t in result.tests} for r in result.rows
     }
+
+
+PARTS = ("solver", "tabular", "answer", "building")
+"""The demo's parts, in the order ``drigm demo`` runs them."""
+PART_TITLES = {
+    "solver": "the exact solver: the nominal greedy policy is not robust-optimal",
+    "tabular": "robust QMIX learns the robust-optimal policy, and the solver certifies it",
+    "answer": "the building answer, rebuilt from the committed results",
+    "building": "a short building run",
+}
+
+
+@dataclass
+class SolverRow:
+    """One policy of the solver demo: its joint action in s0 and its exact values in s0."""
+
+    policy: str
+    action_s0: tuple[int, ...]
+    nominal_value: float
+    robust_value: float
+    robust_optimal: bool
+
+
+def solver_demo(rho: float = 0.2) -> tuple[list[SolverRow], float, str]:
+    """The exact solver on robust_vs_nominal under TV(`rho`): the nominal and robust greedy policies, their values.
+
+    Returns the rows, V*_rob(s0) and the printed table. Uses reference/ only (robust and nominal value iteration,
+    robust policy evaluation); a policy counts as robust-optimal within 1% of V*_rob in every state, as in
+    ``drigm evaluate``.
+    """
+    from reference.bellman import evaluate_under_kernel, nominal_value_iteration, policy_evaluation, value_iteration
+    from reference.game import robust_vs_nominal_game
+    from reference.sets import make_set
+
+    game = robust_vs_nominal_game()
+    uset = make_set("tv", rho)
+    robust = value_iteration(game, uset)
+    v_star = robust.V
+    tol = 0.01 * max(1.0, float(np.max(np.abs(v_star))))
+    rows = []
+    for label, solved in (("nominal greedy (V*_nom)", nominal_value_iteration(game)), ("robust greedy", robust)):
+        policy = np.asarray(solved.greedy, dtype=np.int64)
+        v_rob = policy_evaluation(game, uset, policy).V
+        v_nom = evaluate_under_kernel(game, policy)
+        rows.append(
+            SolverRow(
+                label,
+                tuple(int(a) for a in policy[0]),
+                float(v_nom[0]),
+                float(v_rob[0]),
+                bool(np.all(v_rob >= v_star - tol)),
+            )
+        )
+    header = f"{'policy':26s} {'a(s0)':6s} {'V^pi_nom(s0)':>12s} {'V^pi_rob(s0)':>12s}  robust-optimal"
+    lines = [
+        f"robust_vs_nominal (2 agents x 2 actions, 4 states, gamma {game.gamma}) under {uset}: exact values in s0",
+        header,
+        "-" * len(header),
+    ]
+    for r in rows:
+        a0 = "(" + ",".join(map(str, r.action_s0)) + ")"
+        lines.append(
+            f"{r.policy:26s} {a0:6s} {r.nominal_value:12.3f} {r.robust_value:12.3f}  "
+            f"{'yes' if r.robust_optimal else 'no'}"
+        )
+    bound = robust.error_bound
+    where = "< 1e-9" if bound < 1e-9 else f"{bound:.1e}"
+    lines.append(f"V*_rob(s0) = {float(v_star[0]):.3f} (robust value iteration, certified error bound {where})")
+    return rows, float(v_star[0]), "\n".join(lines)
+
+
+def answer_demo(results: Path = RESULTS) -> str:
+    """The README's building table, rebuilt from the committed results under `results`."""
+    return render_readme(Results.load(results))
+
+
+def run_demo(
+    parts: tuple[str, ...] = PARTS,
+    out: Path = Path("runs/demo"),
+    seed: int = 0,
+    progress: bool = True,
+) -> int:
+    """Run the chosen parts of the demo in order, each under a header; 1 when the tabular certification fails."""
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown demo part(s) {unknown}; known: {', '.join(PARTS)}")
+    start = time.perf_counter()
+    status = 0
+    for i, part in enumerate(p for p in PARTS if p in parts):
+        print(f"\n{'=' * 100}\n[{i + 1}/{len(parts)}] {part}: {PART_TITLES[part]}\n{'=' * 100}", flush=True)
+        if part == "solver":
+            print(solver_demo()[2], flush=True)
+        elif part == "tabular":
+            from drigm.run import demo
+
+            if not demo(Path(out) / "tabular", seed=seed, progress=progress):
+                status = 1
+        elif part == "answer":
+            print(answer_demo(), flush=True)
+        else:
+            building_demo(Path(out) / "building", seed=seed, progress=progress)
+    print(f"\ndrigm demo: {time.perf_counter() - start:.0f} s; {'FAILED' if status else 'done'}", flush=True)
+    return status

@@ -270,7 +270,7 @@ def _relative_links(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "doc", ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))], ids=str
+    "doc", ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").rglob("*.md"))], ids=str
 )
 def test_relative_links_resolve_inside_the_repository(doc: str) -> None:
     path = REPO / doc
