@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--days", help="the environment's day pool, e.g. 200:365 or 26,25,159 (SustainGym adapters)")
     e.add_argument("--score-from", help="a protocol whose normalised score to report, e.g. building-climate")
     e.add_argument("--set", dest="set_name", help="uncertainty set for the exact values (tabular games)")
-    e.add_argument("--rho", type=float, help="its radius (kl-penalty: the temperature beta)")
+    e.add_argument("--rho", type=float, help="its radius (sets with a radius rho, as in drigm train)")
+    e.add_argument("--beta", type=float, help="its temperature (kl-penalty, as in drigm train)")
     e.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -229,6 +230,30 @@ def _check_out(out: Path) -> None:
         ) from None
     if os.path.lexists(out) and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory; give a run directory (new or existing)")
+
+
+def _eval_radius(args: argparse.Namespace) -> float | None:
+    """The one parameter of ``drigm evaluate --set S``: ``--rho`` for a set with a radius, ``--beta`` for
+    kl-penalty, as in ``drigm train``; ConfigError naming the flag that the set does not read or that is missing."""
+    from drigm.config import ConfigError
+    from reference.sets import get_spec
+
+    given = {flag: vars(args)[flag] for flag in ("rho", "beta") if vars(args)[flag] is not None}
+    if args.set_name is None:
+        if given:
+            flag, value = next(iter(given.items()))
+            raise ConfigError(
+                f"--{flag} {value:g} needs --set NAME (the set whose exact values to compute); without it the run's "
+                "own set and radius are used"
+            )
+        return None
+    symbol = get_spec(args.set_name).radius.symbol
+    for flag, value in given.items():
+        if flag != symbol:
+            raise ConfigError(f"--{flag} {value:g}: --set {args.set_name} does not read --{flag}; it takes --{symbol}")
+    if symbol not in given:
+        raise ConfigError(f"--set {args.set_name} needs --{symbol}")
+    return given[symbol]
 
 
 def _print_eval(result: dict[str, Any]) -> None:
@@ -473,29 +498,30 @@ def main(argv: list[str] | None = None) -> int:
             if args.paper_agents is not None:
                 from drigm.evaluate import evaluate_paper_agents
 
-                if args.set_name is not None or args.rho is not None:
-                    raise ConfigError("--set/--rho (exact tabular values) cannot be combined with --paper-agents")
+                if args.set_name is not None or args.rho is not None or args.beta is not None:
+                    raise ConfigError(
+                        "--set/--rho/--beta (exact tabular values) cannot be combined with --paper-agents"
+                    )
                 result = evaluate_paper_agents(
                     args.paper_agents, args.env_spec, args.days, args.episodes, args.device, args.score_from
                 )
             elif args.env_spec is not None or args.days is not None or args.score_from is not None:
                 from drigm.evaluate import evaluate_anywhere
 
-                if args.set_name is not None or args.rho is not None:
-                    raise ConfigError("--set/--rho (exact tabular values) cannot be combined with --env/--days")
+                if args.set_name is not None or args.rho is not None or args.beta is not None:
+                    raise ConfigError("--set/--rho/--beta (exact tabular values) cannot be combined with --env/--days")
                 result = evaluate_anywhere(
                     args.run, args.env_spec, args.days, args.episodes, args.device, args.score_from
                 )
             else:
                 from drigm.run import evaluate_run
 
-                if args.rho is not None and args.set_name is None:
-                    raise ConfigError(
-                        f"--rho {args.rho:g} needs --set NAME (the set whose exact values to compute); without it the "
-                        "run's own set and radius are used"
-                    )
                 result = evaluate_run(
-                    args.run, 20 if args.episodes is None else args.episodes, args.set_name, args.rho, args.device
+                    args.run,
+                    20 if args.episodes is None else args.episodes,
+                    args.set_name,
+                    _eval_radius(args),
+                    args.device,
                 )
             if args.json:
                 print(json.dumps(result))

@@ -74,7 +74,23 @@ def test_evaluate_refuses_what_it_would_ignore_or_misapply(
         "'tabular:robust_vs_nominal'",
     )
     _refused(["evaluate", str(tabular_run), "--rho", "0.3"], capsys, "--rho 0.3 needs --set")
+    _refused(["evaluate", str(tabular_run), "--beta", "0.3"], capsys, "--beta 0.3 needs --set")
     assert main(["evaluate", str(tabular_run), "--episodes", "2", "--json"]) == 0  # the plain call still works
+
+
+def test_evaluate_rho_and_beta_mean_what_they_mean_in_train(
+    tabular_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--rho is a radius and --beta kl-penalty's temperature, in drigm evaluate as in drigm train (issue 33)."""
+    run = ["evaluate", str(tabular_run), "--episodes", "1", "--json"]
+    _refused([*run, "--set", "kl-penalty", "--rho", "0.5"], capsys, "--set kl-penalty does not read --rho", "--beta")
+    _refused([*run, "--set", "tv", "--beta", "0.5"], capsys, "--set tv does not read --beta", "--rho")
+    _refused([*run, "--set", "tv"], capsys, "--set tv needs --rho")
+    _refused([*run, "--set", "kl-penalty"], capsys, "--set kl-penalty needs --beta")
+    capsys.readouterr()
+    assert main([*run, "--set", "kl-penalty", "--beta", "0.5"]) == 0
+    assert "kl-penalty" in capsys.readouterr().out
+    assert main([*run, "--set", "tv", "--rho", "0.2"]) == 0
 
 
 def test_report_refuses_flags_that_would_do_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
