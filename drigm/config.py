@@ -33,9 +33,9 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from drigm.mixers import MixerError, get_mixer
-from drigm.targets import TargetConfig
-from reference.atomic_io import describe_not_a_file
+from drigm.mixer_params import MixerError, mixer_params
+from drigm.target_config import TargetConfig
+from reference.atomic_io import atomic_write_bytes, describe_not_a_file
 from reference.sets import SET_NAMES, UncertaintySetError, check_rho, get_spec, sample_rule, sets_with_rule
 
 CONFIG_FILE = "config.yaml"
@@ -106,10 +106,10 @@ class MixerConfig:
     def typed_params(self) -> Any:
         """The params mapping as the mixer's Params dataclass (unknown keys and bad types raise ConfigError)."""
         try:
-            cls = get_mixer(self.name)
+            params_cls = mixer_params(self.name)
         except MixerError as exc:
             raise ConfigError(f"mixer.name: {exc}") from exc
-        params = _build(cls.Params, self.params, "mixer.params.")
+        params = _build(params_cls, self.params, "mixer.params.")
         try:
             params.validate()
         except MixerError as exc:
@@ -715,7 +715,5 @@ def load_config(
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (written to a temporary file, then renamed)."""
-    from drigm.checkpoint import atomic_write_bytes
-
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
-    atomic_write_bytes(Path(path), text.encode())
+    atomic_write_bytes(Path(path), text.encode(), make_parents=True)

@@ -1,10 +1,12 @@
 """Mixers: the joint value Q_tot(s, a) built from per-agent utilities, and a name -> class registry.
 
 Each mixer is one class with its own typed hyperparameter dataclass (``Params``), registered with
-:func:`register_mixer`. The learner treats them all alike: ``forward`` gives the joint value of the
-taken joint action (the quantity fitted to the robust TD target, and, from the target copy, the
-bootstrap value V_hat(s') at the double-Q greedy action), and ``extra_losses`` adds any mixer-specific
-terms. A new mixer therefore touches this file alone, and every robust target works with it at once.
+:func:`register_mixer`; the built-in mixers' Params live in :mod:`drigm.mixer_params` (torch-free, so that a
+config can be checked without torch) and are importable from here too. The learner treats them all alike:
+``forward`` gives the joint value of the taken joint action (the quantity fitted to the robust TD target, and,
+from the target copy, the bootstrap value V_hat(s') at the double-Q greedy action), and ``extra_losses`` adds any
+mixer-specific terms. A new mixer therefore touches this file alone (a new built-in one also lists its Params in
+:mod:`drigm.mixer_params`), and every robust target works with it at once.
 
 - ``vdn``: Q_tot = sum_i Q_i (Sunehag et al. 2018).
 - ``qmix``: Q_tot = f_s(Q_1..Q_N), a two-layer network whose weights come from hypernetworks of the
@@ -26,9 +28,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import elu, one_hot
 
-
-class MixerError(ValueError):
-    """A mixer name or hyperparameter is invalid."""
+from drigm.mixer_params import (  # the Params classes live there, torch-free, for drigm.config
+    MixerError,
+    NoParams,
+    QMixParams,
+    QTranParams,
+    register_params,
+    unregister_params,
+)
 
 
 @dataclass
@@ -47,14 +54,6 @@ class MixerContext:
     state: Tensor
     q_tot: Tensor
     mask: Tensor
-
-
-@dataclass(frozen=True)
-class NoParams:
-    """A mixer without hyperparameters."""
-
-    def validate(self) -> None:
-        """Nothing to check."""
 
 
 class Mixer(nn.Module):
@@ -83,16 +82,24 @@ MIXERS: dict[str, type[Mixer]] = {}
 
 
 def register_mixer(name: str) -> Callable[[type[Mixer]], type[Mixer]]:
-    """Class decorator: register a Mixer subclass under `name` (refuses duplicates)."""
+    """Class decorator: register a Mixer subclass under `name` here and its Params in
+    :data:`drigm.mixer_params.MIXER_PARAMS` (refuses duplicates and a Params class other than the one listed there)."""
 
     def deco(cls: type[Mixer]) -> type[Mixer]:
         if name in MIXERS and MIXERS[name] is not cls:
             raise MixerError(f"mixer name {name!r} is already registered")
+        register_params(name, cls.Params)  # refuses a Params class other than drigm.mixer_params lists
         cls.name = name
         MIXERS[name] = cls
         return cls
 
     return deco
+
+
+def unregister_mixer(name: str) -> None:
+    """Remove mixer `name` from both registries (this one and :data:`drigm.mixer_params.MIXER_PARAMS`)."""
+    MIXERS.pop(name, None)
+    unregister_params(name)
 
 
 def get_mixer(name: str) -> type[Mixer]:
@@ -116,32 +123,6 @@ class VDNMixer(Mixer):
 
 
 # ===== QMIX =======================================================================================
-@dataclass(frozen=True)
-class QMixParams:
-    """QMIX sizes: mixing width, hypernetwork depth (1 or 2) and its hidden width.
-
-    ``hypernet_gain``: when set, the weight matrices of the hypernetworks that make the mixing weights start
-    Xavier-uniform with this gain (a small gain starts Q_tot near a plain sum of small terms, as the seed
-    paper's building QMIX does); None keeps PyTorch's default initialisation.
-    """
-
-    embed_dim: int = 32
-    hypernet_layers: int = 2
-    hypernet_embed: int = 64
-    hypernet_gain: float | None = None
-
-    def validate(self) -> None:
-        """Raise MixerError naming the field when a size is out of range."""
-        if self.embed_dim < 1:
-            raise MixerError(f"mixer.params.embed_dim={self.embed_dim} must be >= 1")
-        if self.hypernet_layers not in (1, 2):
-            raise MixerError(f"mixer.params.hypernet_layers={self.hypernet_layers} must be 1 or 2")
-        if self.hypernet_embed < 1:
-            raise MixerError(f"mixer.params.hypernet_embed={self.hypernet_embed} must be >= 1")
-        if self.hypernet_gain is not None and not 0.0 < self.hypernet_gain < float("inf"):
-            raise MixerError(f"mixer.params.hypernet_gain={self.hypernet_gain!r} must be a finite number > 0")
-
-
 def _hypernet(in_dim: int, out_dim: int, layers: int, hidden: int) -> nn.Module:
     if layers == 1:
         return nn.Linear(in_dim, out_dim)
@@ -181,28 +162,6 @@ class QMixer(Mixer):
 
 
 # ===== QTRAN-base =================================================================================
-@dataclass(frozen=True)
-class QTranParams:
-    """QTRAN-base sizes and the weights of L_opt and L_nopt (defaults 1 and 0.1, as in the paper's code).
-
-    On the small tabular games the learning gates use nopt_coef=1.0: with 0.1, L_nopt moves the utilities
-    off an early greedy joint action too slowly for a 10k-step budget.
-    """
-
-    hidden: int = 64
-    opt_coef: float = 1.0
-    nopt_coef: float = 0.1
-
-    def validate(self) -> None:
-        """Raise MixerError naming the field when a value is out of range."""
-        if self.hidden < 1:
-            raise MixerError(f"mixer.params.hidden={self.hidden} must be >= 1")
-        for key in ("opt_coef", "nopt_coef"):
-            v = getattr(self, key)
-            if not v >= 0.0:
-                raise MixerError(f"mixer.params.{key}={v!r} must be >= 0")
-
-
 @register_mixer("qtran")
 class QTranBase(Mixer):
     """QTRAN-base: forward is Q_jt(s, a); extra_losses returns the weighted L_opt and L_nopt."""

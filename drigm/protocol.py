@@ -25,7 +25,7 @@ unknown keys refused by name):
 - ``domain_randomisation``: ``{climate_sets: {NAME: {env, leaks, note}}, behaviour_algo, reward_estimator}``: the
   environments of the domain-randomisation methods (:data:`DR_TARGETS`; ``env`` is EnvConfig data merged over
   ``run.env``, e.g. ``{name: building, kwargs: {climates: [...]}}``), whether a set leaks test climates, the
-  algorithm of GroupDR's stage 1 (``vdn``) and the estimator settings (:class:`drigm.reward_model.EstimatorConfig`);
+  algorithm of GroupDR's stage 1 (``vdn``) and the estimator settings (:class:`drigm.estimator_config.EstimatorConfig`);
 - ``presets``: ``{NAME: {...}}``, named training setups, each deep-merged (its own ``scales`` included) over the
   protocol's keys before the scale is; ``preset``: the one used when none is asked for. The chosen preset's
   name is recorded in every job's config (``RunConfig.preset``) and in the results path.
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from drigm.config import ConfigError, RunConfig, build_config, deep_merge, load_yaml
-from drigm.mixers import MIXERS
-from drigm.reward_model import EstimatorConfig, estimator_config
+from drigm.estimator_config import EstimatorConfig, estimator_config
+from drigm.mixer_params import MIXER_PARAMS
 from reference.sets import UncertaintySetError, check_rho
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "experiments" / "protocols"
@@ -304,8 +304,8 @@ class Protocol:
         skipped; a rho axis does not multiply it), and ProtocolError when no asked set has such overrides.
         """
         for a in algos:
-            if a not in MIXERS:
-                raise ProtocolError(f"algo {a!r} is not one of {', '.join(sorted(MIXERS))}")
+            if a not in MIXER_PARAMS:
+                raise ProtocolError(f"algo {a!r} is not one of {', '.join(sorted(MIXER_PARAMS))}")
         for t in targets:
             if t not in ALL_TARGETS:
                 raise ProtocolError(f"target {t!r} is not one of {', '.join(ALL_TARGETS)}")
@@ -508,9 +508,9 @@ def _domain_randomisation(v: Any, name: str) -> DomainRandomisation | None:
             _mapping(c["env"], f"domain_randomisation.climate_sets.{k}.env"), c["leaks"], str(c.get("note", ""))
         )
     algo = d.get("behaviour_algo", "vdn")
-    if algo not in MIXERS:
+    if algo not in MIXER_PARAMS:
         raise ProtocolError(
-            f"protocol {name!r}: domain_randomisation.behaviour_algo={algo!r} is not one of {sorted(MIXERS)}"
+            f"protocol {name!r}: domain_randomisation.behaviour_algo={algo!r} is not one of {sorted(MIXER_PARAMS)}"
         )
     try:
         est = estimator_config(_mapping(d.get("reward_estimator"), "domain_randomisation.reward_estimator"))

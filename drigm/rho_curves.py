@@ -14,6 +14,7 @@ from typing import Any
 
 from drigm.figures import png_bytes
 from drigm.protocol import DISCOUNT_SETS, ProtocolError, parse_method
+from reference.atomic_io import atomic_write_bytes
 
 RhoOf = Callable[[str, str], float | None]
 """(set, algo) -> the protocol's rho for that pair, or None when it has none."""
@@ -63,8 +64,6 @@ def plot_rho_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from drigm.checkpoint import atomic_write_bytes
-
     # one row of panels per uncertainty set: contamination radii (<= 0.02) and TV radii (<= 0.5) on one axis
     # would squeeze the contamination curves against rho = 0
     sets = sorted({rho_set_of(f) for f in curves})
@@ -92,5 +91,5 @@ def plot_rho_curves(
     if seen:
         fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=min(4, len(seen)), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    atomic_write_bytes(Path(path), png_bytes(fig))
+    atomic_write_bytes(Path(path), png_bytes(fig), make_parents=True)
     plt.close(fig)

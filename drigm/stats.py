@@ -6,6 +6,8 @@ Two families, both our own numpy code:
   tests): the score matrix ``(runs, tasks)`` (:func:`run_scores`), the IQM over run scores and its stratified
   bootstrap over runs within each task (:func:`interval_estimate`), and P(X > Y) as the Mann-Whitney statistic
   over runs (:func:`probability_of_improvement_runs`);
+- **over seeds, one value per seed** (the reports' mean +- SE [CI] cells, :func:`cell`): the mean of per-seed
+  values, its standard error and a percentile bootstrap of seeds (:func:`bootstrap_ci`);
 - **over episodes, paired by seed** (the reports' second, named figures, where runs are matched controls):
   interquartile mean, lower-tail CVaR, a bootstrap over seeds and then episodes, probability of improvement paired
   by seed, performance profiles, and a Student-t interval (scipy.stats.t) that checks paired differences over few
@@ -15,11 +17,13 @@ Scores of one method are an array ``(envs, seeds, episodes)``: a 2-D ``(seeds, e
 environment, and seed index i is the same trained run in every environment. Every bootstrap draws from
 ``numpy.random.default_rng(seed)``, so equal inputs give equal intervals; intervals are 95% percentile intervals.
 Bad input (empty, NaN or inf, ragged or mismatched shapes, alpha outside (0, 1]) raises ValueError naming the
-argument; nothing is clipped or renormalised.
+argument; nothing is clipped or renormalised. (:func:`cell` and :func:`bootstrap_ci` take the reports' per-seed
+values as they come, as the reports always have: a NaN gives a NaN cell.)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -165,6 +169,46 @@ def _resample(shape: tuple[int, ...], reps: int, rng: np.random.Generator) -> It
         yield ((env_base + s) * K + k).reshape(r, E * S * K)
 
 
+def _resample_seeds(n: int, reps: int, rng: np.random.Generator) -> NDArray[np.intp]:
+    """Indices ``(reps, n)``: `reps` resamples of n seeds drawn with replacement (one block, so the draws, and the
+    reports' intervals, do not depend on a block size)."""
+    return rng.integers(0, n, size=(reps, n))
+
+
+def bootstrap_ci(values: ArrayLike, rng: np.random.Generator, samples: int = DEFAULT_REPS) -> tuple[float, float]:
+    """95% percentile bootstrap CI of the mean of `values` (1-D, one value per seed): the 2.5% and 97.5% quantiles
+    of the means of `samples` resamples of the values drawn with replacement."""
+    x = np.asarray(values, dtype=np.float64)
+    means = x[_resample_seeds(x.size, _reps(samples), rng)].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+@dataclass
+class Cell:
+    """One statistic over seeds: per-seed values, mean, standard error and bootstrap CI (None where undefined)."""
+
+    values: list[float]
+    mean: float
+    se: float | None
+    ci: tuple[float, float] | None
+
+    def fmt(self, digits: int = 3) -> str:
+        """``mean +- se [lo, hi]`` (with n/a where a statistic needs two seeds)."""
+        se = f" +- {self.se:.{digits}f}" if self.se is not None else " +- n/a"
+        ci = f" [{self.ci[0]:.{digits}f}, {self.ci[1]:.{digits}f}]" if self.ci is not None else ""
+        return f"{self.mean:.{digits}f}{se}{ci}"
+
+
+def cell(values: ArrayLike, seed: int = DEFAULT_SEED, ddof: int = 1) -> Cell:
+    """Mean, standard error (std with `ddof` / sqrt(n)) and the seeded :func:`bootstrap_ci` over `values` (one per
+    seed; SE and CI need at least two values)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return Cell(list(map(float, x)), float(x.mean()), None, None)
+    se = float(x.std(ddof=ddof) / math.sqrt(x.size))
+    return Cell(list(map(float, x)), float(x.mean()), se, bootstrap_ci(values, np.random.default_rng(seed)))
+
+
 def stratified_bootstrap(
     scores: ArrayLike,
     aggregate: str | Aggregate = "iqm",
@@ -252,7 +296,7 @@ def probability_of_improvement(
     ci: tuple[float, float] | None = None
     dci: tuple[float, float] | None = None
     if len(seeds) >= 2:
-        idx = np.random.default_rng(seed).integers(0, len(seeds), size=(reps, len(seeds)))
+        idx = _resample_seeds(len(seeds), reps, np.random.default_rng(seed))
         (plo, phi), (dlo, dhi) = _interval(p[idx].mean(axis=1)), _interval(d[idx].mean(axis=1))
         ci, dci = (float(plo), float(phi)), (float(dlo), float(dhi))
     return Improvement(float(p.mean()), ci, len(seeds), seeds, float(d.mean()), dci, t_interval(p), t_interval(d))

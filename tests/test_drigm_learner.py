@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from drigm.buffer import EpisodeBuffer, marl_scheme
 from drigm.config import build_config
 from drigm.learner import Learner
-from drigm.mixers import MIXERS, Mixer, register_mixer
+from drigm.mixers import Mixer, register_mixer, unregister_mixer
 from drigm.run import Trainer
 
 N, A, O, S, LIMIT = 2, 3, 4, 5, 6
@@ -161,4 +161,4 @@ def test_a_new_mixer_needs_only_a_registration() -> None:
         learner = make_learner("scaled-sum-test", {"kind": "exact", "set": "tv", "rho": 0.1})
         assert np.isfinite(learner.update(random_batch())["loss"])
     finally:
-        MIXERS.pop("scaled-sum-test")
+        unregister_mixer("scaled-sum-test")

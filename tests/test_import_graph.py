@@ -98,3 +98,15 @@ def test_reference_and_proofs_check_never_import_upward() -> None:
                 )
                 for name in names:
                     assert name.split(".")[0] not in banned, f"{f.relative_to(ROOT)} imports {name}"
+
+
+MAX_MODULE_LINES = 750
+
+
+def test_no_module_of_drigm_outside_envs_is_over_750_lines() -> None:
+    over = {
+        str(f.relative_to(ROOT)): len(f.read_text().splitlines())
+        for f in (ROOT / "drigm").rglob("*.py")
+        if "envs" not in f.relative_to(ROOT / "drigm").parts and len(f.read_text().splitlines()) > MAX_MODULE_LINES
+    }
+    assert not over, over

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import trim_mean
 
 from drigm import stats
-from drigm.report import cell
+from drigm.stats import cell
 
 
 def test_iqm_known_values_and_scipy_semantics() -> None:
@@ -74,6 +74,34 @@ def test_t_interval_known_values_and_wider_than_the_bootstrap_with_few_seeds() -
     diffs = [0.01, 0.02, 0.03]
     assert cell(diffs).ci is not None and cell(diffs).ci[0] > 0  # type: ignore[index]
     assert stats.t_interval(diffs)[0] < 0  # type: ignore[index]
+
+
+def test_the_seed_cell_is_drigm_stats_one_bootstrap_and_draws_as_the_run_bootstrap_does() -> None:
+    import drigm.report
+
+    assert drigm.report.cell is stats.cell and drigm.report.Cell is stats.Cell
+    assert drigm.report.bootstrap_ci is stats.bootstrap_ci
+    x = np.random.default_rng(9).normal(size=7)
+    c = stats.cell(x, ddof=0)
+    assert c.mean == pytest.approx(x.mean()) and c.se == pytest.approx(x.std() / np.sqrt(7))
+    assert stats.cell(x).se == pytest.approx(x.std(ddof=1) / np.sqrt(7))
+    # the same resamples as rliable's bootstrap over runs of one task (its quantiles use the 0.95 level's tails)
+    runs = stats.interval_estimate(x[:, None], "mean")
+    assert c.ci == pytest.approx(runs.ci, abs=1e-12)
+    # by hand: 10,000 resamples of the 7 values from seed 12345, 2.5% and 97.5% quantiles of their means
+    idx = np.random.default_rng(12345).integers(0, 7, size=(10_000, 7))
+    means = x[idx].mean(axis=1)
+    assert c.ci == (np.quantile(means, 0.025), np.quantile(means, 0.975))
+    assert stats.cell(x, seed=1).ci != c.ci and stats.cell([2.0]).ci is None and stats.cell([2.0]).se is None
+
+
+def test_no_report_module_draws_its_own_bootstrap() -> None:
+    from pathlib import Path
+
+    drigm_dir = Path(stats.__file__).parent
+    for name in ("report", "collect", "comparisons", "report_stats", "report_plots", "rho_selection", "markdown"):
+        src = (drigm_dir / f"{name}.py").read_text()
+        assert "integers(" not in src and "quantile(" not in src, f"drigm/{name}.py resamples by itself"
 
 
 def test_bootstrap_contains_the_point_shrinks_with_data_and_is_reproducible() -> None:

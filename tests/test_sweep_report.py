@@ -13,6 +13,7 @@ from conftest import require_extra
 from scipy.stats import trim_mean
 
 from drigm.cli import sweep_main
+from drigm.comparisons import versus
 from drigm.config import build_config
 from drigm.protocol import (
     PROTOCOL_DIR,
@@ -23,7 +24,7 @@ from drigm.protocol import (
     protocol_names,
     protocol_presets,
 )
-from drigm.report import _versus, cell, report, report_main
+from drigm.report import cell, report, report_main
 from drigm.results_store import read_curve, result_path, train_dir
 from drigm.run import CHECKPOINT, TRAIN_DONE, Trainer
 from drigm.sweep import sweep
@@ -552,7 +553,7 @@ def test_versus_counts_a_difference_only_where_bootstrap_and_t_intervals_both_ex
         (0.02,): "n/a (needs 2+ paired seeds)",
     }
     for diffs, verdict in cases.items():
-        c, t_ci, v = _versus(list(diffs))
+        c, t_ci, v = versus(list(diffs))
         assert v.startswith(verdict), (diffs, v)
         assert c.mean == pytest.approx(np.mean(diffs))
         if len(diffs) > 1:
