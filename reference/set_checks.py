@@ -433,7 +433,8 @@ def check_property(
     ex = dict(last)  # the shrunk counterexample: Hypothesis replays the minimal failing draw last
     detail = (
         f"{prop.statement} fails (violation {ex['violation']:.3g}) at p0={np.round(ex['p0'], 6).tolist()}, "
-        f"V={np.round(ex['V'], 6).tolist()}, rho={ex['rho']:g}"
+        f"V={np.round(ex['V'], 6).tolist()}, "
+        + (f"rho={ex['rho_small']:g} -> {ex['rho_large']:g}" if "rho_large" in ex else f"rho={ex['rho']:g}")
     )
     res = CheckResult(prop.name, FAILED, t.worst, EXACT_TOL, t.cases, detail, ex)
     if out_dir is not None:
