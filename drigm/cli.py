@@ -1,4 +1,7 @@
-"""Command line: ``drigm train``, ``drigm evaluate``, ``drigm sweep``, ``drigm report``, ``drigm demo``.
+"""Command line: ``drigm train``, ``evaluate``, ``sweep``, ``report``, ``demo`` and ``verify``.
+
+``--set`` (train, evaluate) takes a built-in set, an installed ``drigm.sets`` entry point or ``module:ATTRIBUTE``
+(a :class:`reference.sets.SetSpec`); ``drigm verify SET`` checks such a set (:mod:`drigm.verify`).
 
 ``drigm train [--config FILE.yaml] [flags] [--override key.sub=value ...] --out RUN [--resume]``:
 defaults <- the YAML config <- the flags <- the overrides. With ``--resume`` the run's saved
@@ -131,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
 
+    from drigm.verify import add_verify_parser
+
+    add_verify_parser(sub)
+
     for name, helptext in (
         ("sweep", "train and evaluate every combination of a protocol (drigm sweep PROTOCOL --help)"),
         ("report", "aggregate a protocol's results into results.md and plots (drigm report PROTOCOL --help)"),
@@ -215,6 +222,17 @@ def _check_robust_flags(given: list[str], cfg: Any) -> None:
                 f"{', '.join(unused)}: target.set={cfg.target.set!r} does not read target.{flag} (it takes "
                 f"--{symbol}); the value would be stored and never used"
             )
+
+
+def _resolve_set_flags(args: argparse.Namespace) -> None:
+    """Load a ``--set module:ATTRIBUTE`` of train or evaluate (once) and put the set's registered name in its place;
+    an installed ``drigm.sets`` entry point is found by its name when the config is validated."""
+    from reference.sets import resolve_set
+
+    for key in ("set", "set_name"):
+        value = getattr(args, key, None)
+        if args.command != "verify" and isinstance(value, str) and ":" in value:
+            setattr(args, key, resolve_set(value))
 
 
 def _check_out(out: Path) -> None:
@@ -486,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         MemoryBudgetError,
     )
     try:
+        _resolve_set_flags(args)
         if args.command == "train":
             from drigm.run import Trainer
 
@@ -529,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
                 _print_eval(result)
         elif args.command == "sweep":
             return sweep_main(args.rest)
+        elif args.command == "verify":
+            from drigm.verify import verify_main
+
+            return verify_main(args)
         elif args.command == "report":
             from drigm.report import report_main
 

@@ -22,6 +22,7 @@ needs an integral value).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import re
@@ -36,7 +37,7 @@ import yaml
 from drigm.mixer_params import MixerError, mixer_params
 from drigm.target_config import TargetConfig
 from reference.atomic_io import atomic_write_bytes, describe_not_a_file
-from reference.sets import SET_NAMES, UncertaintySetError, check_rho, get_spec, sample_rule, sets_with_rule
+from reference.sets import SPECS, UncertaintySetError, check_rho, get_spec, sample_rule, sets_with_rule
 
 CONFIG_FILE = "config.yaml"
 """The name of the resolved config inside a run directory."""
@@ -351,7 +352,7 @@ class RunConfig:
         if (ev.set is None) != (ev.rho is None):
             raise ConfigError(f"eval.set={ev.set!r} and eval.rho={ev.rho!r} must be given together or not at all")
         if ev.set is not None:
-            _check_choice("eval.set", ev.set, SET_NAMES)
+            _check_choice("eval.set", ev.set, _known_sets(ev.set))
             try:
                 check_rho(ev.set, ev.rho)
             except UncertaintySetError as exc:
@@ -396,6 +397,14 @@ def _check_float(key: str, v: float, lo: float, hi: float, lo_open: bool = False
     if bad:
         left, right = ("(" if lo_open else "["), (")" if hi_open or math.isinf(hi) else "]")
         raise ConfigError(f"{key}={v!r} is out of range: allowed {left}{lo:g}, {hi:g}{right}")
+
+
+def _known_sets(name: object) -> tuple[str, ...]:
+    """The registered set names, after loading `name` from an installed drigm.sets entry point if there is one."""
+    if isinstance(name, str) and name not in SPECS:
+        with contextlib.suppress(UncertaintySetError):
+            get_spec(name)
+    return tuple(SPECS)
 
 
 def _check_choice(key: str, v: str, choices: tuple[str, ...]) -> None:

@@ -7,6 +7,7 @@ checked without torch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from dataclasses import dataclass
@@ -83,7 +84,10 @@ class TargetConfig:
     def validate(self) -> None:
         """Raise ValueError naming the key, its value and the allowed range on the first invalid field."""
         _check_choice("kind", self.kind, KINDS)
-        _check_choice("set", self.set, SETS)
+        if isinstance(self.set, str) and self.set not in SETS:
+            with contextlib.suppress(UncertaintySetError):
+                get_spec(self.set)  # an installed set (drigm.sets entry point) is loaded on first use
+        _check_choice("set", self.set, sets_with_rule("exact"))
         if self.kind != "none" and self.kind not in get_spec(self.set).rules:
             with_kind = sets_with_rule(self.kind)
             raise ValueError(

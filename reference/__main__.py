@@ -14,7 +14,7 @@ from reference.atomic_io import describe_os_error
 from reference.bellman import evaluate_under_kernel, policy_evaluation, value_iteration, worst_case_kernel
 from reference.console import quiet_broken_pipe
 from reference.game import CLASSIC_GAMES, GameError, load_game, random_game, save_game
-from reference.sets import SET_NAMES, UncertaintySetError, make_set
+from reference.sets import SET_NAMES, UncertaintySetError, make_set, resolve_set
 
 EXIT_BAD_INPUT = 2
 
@@ -72,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("solve", "robust value iteration"), ("evaluate", "robust and nominal values of a policy")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("game", help="game .npz (docs/game-format.md)")
-        s.add_argument("--set", dest="set_name", required=True, choices=SET_NAMES)
+        s.add_argument(
+            "--set",
+            dest="set_name",
+            required=True,
+            help=f"one of {', '.join(SET_NAMES)}, an installed drigm.sets entry point, or module:ATTRIBUTE (a SetSpec)",
+        )
         s.add_argument("--rho", type=_finite_float, required=True)
         s.add_argument("--tol", type=_tolerance, default=1e-10, help="certified error bound target (finite, > 0)")
         s.add_argument("--json", action="store_true", help="print the JSON contract of docs/game-format.md")
@@ -113,7 +118,7 @@ def _load_policy(path: str, n_states: int, n_agents: int) -> np.ndarray:
 def _solve(args: argparse.Namespace) -> tuple[dict, bool]:
     """The solve JSON of docs/game-format.md (exactly its keys), and whether value iteration met --tol."""
     game = load_game(args.game)
-    uset = make_set(args.set_name, args.rho)
+    uset = make_set(resolve_set(args.set_name), args.rho)
     res = value_iteration(game, uset, tol=args.tol)  # a stalled residual warns on stderr; error_bound stays honest
     out = {
         "set": uset.name,
@@ -131,7 +136,7 @@ def _solve(args: argparse.Namespace) -> tuple[dict, bool]:
 
 def _evaluate(args: argparse.Namespace) -> dict:
     game = load_game(args.game)
-    uset = make_set(args.set_name, args.rho)
+    uset = make_set(resolve_set(args.set_name), args.rho)
     policy = _load_policy(args.policy, game.n_states, game.n_agents)
     ev = policy_evaluation(game, uset, policy, tol=args.tol)
     Pw = worst_case_kernel(game, uset, ev.V)

@@ -241,7 +241,10 @@ def test_rho_out_of_range(
 
 def test_unknown_set(capsys: pytest.CaptureFixture[str], small_game: Path) -> None:
     err = _fails(capsys, ["solve", str(small_game), "--set", "wasserstein", "--rho", "0.1"])
-    assert "invalid choice: 'wasserstein'" in err
+    # not argparse's choices: installed drigm.sets entry points and module:ATTRIBUTE are valid too (issue 35)
+    assert "unknown uncertainty set 'wasserstein'; choose one of contamination, tv" in err
+    err = _fails(capsys, ["solve", str(small_game), "--set", "reference.sets:SET_NAMES", "--rho", "0.1"])
+    assert "reference.sets:SET_NAMES is a tuple, not a reference.sets.SetSpec" in err
 
 
 def test_bad_game_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -14,8 +14,10 @@ defining convex program with cvxpy, for verification only.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from dataclasses import dataclass
+from importlib import metadata
 
 import numpy as np
 
@@ -38,6 +40,8 @@ from reference.sets.kl_penalty import kl_penalty_support, kl_penalty_worst_case
 from reference.sets.tv import tv_quantile, tv_support, tv_worst_case
 
 __all__ = [
+    "BUILTIN_SETS",
+    "ENTRY_POINT_GROUP",
     "NOMINAL_RULE",
     "NUMPY_OPS",
     "RHO_RANGES",
@@ -62,14 +66,19 @@ __all__ = [
     "kl_penalty_worst_case",
     "kl_support",
     "kl_worst_case",
+    "load_set",
     "make_set",
     "primal_support",
+    "register_set",
+    "resolve_set",
     "sample_rule",
+    "set_source",
     "sets_with_rule",
     "support_shared",
     "tv_quantile",
     "tv_support",
     "tv_worst_case",
+    "unregister_set",
 ]
 
 # ===== the registry: one line per set =============================================================
@@ -84,15 +93,109 @@ SPECS: dict[str, SetSpec] = {
     )
 }
 SET_NAMES: tuple[str, ...] = tuple(SPECS)
+"""The built-in sets (registry order); sets loaded from outside are added to :data:`SPECS` only."""
+BUILTIN_SETS: frozenset[str] = frozenset(SET_NAMES)
 RHO_RANGES: dict[str, tuple[float, float]] = {name: (s.radius.lo, s.radius.hi) for name, s in SPECS.items()}
+ENTRY_POINT_GROUP = "drigm.sets"
+"""The entry-point group through which installed packages offer their sets (one entry point per SetSpec)."""
+_SOURCES: dict[str, str] = {name: "built-in" for name in SPECS}
 
 
 def get_spec(name: str) -> SetSpec:
-    """The registered set `name`; raises UncertaintySetError listing the known sets otherwise."""
+    """The registered set `name` (an installed ``drigm.sets`` entry point of that name is loaded on first use);
+    raises UncertaintySetError listing the known sets otherwise."""
     spec = SPECS.get(name) if isinstance(name, str) else None
+    if spec is None and isinstance(name, str):
+        spec = _from_entry_points(name)
     if spec is None:
-        raise UncertaintySetError(f"unknown uncertainty set {name!r}; choose one of {', '.join(SET_NAMES)}")
+        raise UncertaintySetError(f"unknown uncertainty set {name!r}; choose one of {', '.join(SPECS)}")
     return spec
+
+
+# ===== sets from outside: entry points and module:ATTRIBUTE =======================================
+def register_set(spec: object, source: str) -> SetSpec:
+    """Add `spec` (loaded from `source`) to :data:`SPECS`; idempotent for the same object.
+
+    Refuses, naming both, anything that is not a SetSpec, a name clash with a built-in set or with another loaded
+    set, and a spec whose radius names another set.
+    """
+    if not isinstance(spec, SetSpec):
+        raise UncertaintySetError(f"{source} is a {type(spec).__name__}, not a reference.sets.SetSpec")
+    name = spec.name
+    if not isinstance(name, str) or not name or ":" in name:
+        raise UncertaintySetError(f"{source}: SetSpec.name must be a non-empty string without ':'; got {name!r}")
+    if name in BUILTIN_SETS:
+        raise UncertaintySetError(
+            f"{source} defines a set named {name!r}, which clashes with the built-in set {name!r}; rename it"
+        )
+    known = SPECS.get(name)
+    if known is not None and known is not spec:
+        raise UncertaintySetError(
+            f"{source} defines a set named {name!r}, which clashes with the set {name!r} already loaded from "
+            f"{_SOURCES.get(name, '?')}; rename one of them"
+        )
+    if spec.radius.set_name != name:
+        raise UncertaintySetError(f"{source}: SetSpec {name!r} has a Radius for set {spec.radius.set_name!r}")
+    SPECS[name] = spec
+    _SOURCES[name] = source
+    return spec
+
+
+def set_source(name: str) -> str:
+    """Where the registered set `name` came from: "built-in", ``module:ATTRIBUTE`` or an entry point."""
+    return _SOURCES.get(name, "registered directly in SPECS")
+
+
+def unregister_set(name: str) -> None:
+    """Remove a set loaded from outside (tests); built-in sets cannot be removed."""
+    if name in BUILTIN_SETS:
+        raise UncertaintySetError(f"{name!r} is a built-in set; it cannot be unregistered")
+    SPECS.pop(name, None)
+    _SOURCES.pop(name, None)
+
+
+def load_set(ref: str) -> SetSpec:
+    """Import ``module:ATTRIBUTE``, check that it is a SetSpec and register it; one-line errors for bad input."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise UncertaintySetError(f"{ref!r} is neither a known set nor module:ATTRIBUTE (e.g. mypkg.sets:SPEC)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UncertaintySetError(f"cannot import module {module_name!r} (from {ref!r}): {exc}") from None
+    except Exception as exc:  # the user's module raised while importing: say so in one line
+        raise UncertaintySetError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
+    obj: object = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UncertaintySetError(f"module {module_name!r} has no attribute {attr!r}") from None
+        obj = getattr(obj, part)
+    return register_set(obj, ref)
+
+
+def _from_entry_points(name: str) -> SetSpec | None:
+    """Load the installed ``drigm.sets`` entry point called `name`, if any; None when there is none."""
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name != name:
+            continue
+        source = f"entry point {ep.name!r} ({ep.value})"
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise UncertaintySetError(f"cannot load {source}: {type(exc).__name__}: {exc}") from None
+        spec = register_set(obj, source)
+        if spec.name != name:
+            unregister_set(spec.name)
+            raise UncertaintySetError(f"{source} holds the set {spec.name!r}; the entry point must be named so")
+        return spec
+    return None
+
+
+def resolve_set(text: str) -> str:
+    """The registered name of `text`: a known or installed set name, or ``module:ATTRIBUTE`` (loaded here)."""
+    if isinstance(text, str) and ":" in text:
+        return load_set(text).name
+    return get_spec(text).name
 
 
 def sets_with_rule(kind: str) -> tuple[str, ...]:
@@ -148,7 +251,7 @@ class UncertaintySet:
     rho: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rho", get_spec(self.name).radius.check(self.rho))
+        object.__setattr__(self, "rho", get_spec(self.name).radius.check(self.rho))  # loads an entry point
 
     @property
     def spec(self) -> SetSpec:
