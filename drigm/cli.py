@@ -476,6 +476,126 @@ def sweep_main(argv: list[str]) -> int:
     return 1 if s.failed else 0
 
 
+# ===== drigm report ================================================================================
+def report_parser(prog: str = "drigm report") -> argparse.ArgumentParser:
+    """The argument parser of ``drigm report``."""
+    from drigm.collect import DEFAULT_OUT
+    from drigm.protocol import SCALES
+    from drigm.report import DEFAULT_RESULTS
+    from drigm.rho_selection import MIN_SELECT_SEEDS
+
+    p = argparse.ArgumentParser(prog=prog, description="Aggregate a protocol's sweep results over seeds.")
+    p.add_argument(
+        "protocol",
+        help="a protocol name (experiments/protocols/NAME.yaml) or a path; several joined by commas are reported "
+        "one by one (and together with --overview)",
+    )
+    p.add_argument("--scale", choices=SCALES, default=None, help="default: the only scale with results")
+    p.add_argument("--preset", default=None, help="a named training preset of the protocol (default: its own)")
+    p.add_argument("--out-root", type=Path, default=DEFAULT_OUT, help="the sweep's root (default experiments/runs)")
+    p.add_argument("--results-root", type=Path, default=DEFAULT_RESULTS, help="default experiments/results")
+    p.add_argument(
+        "--overview",
+        default=None,
+        metavar="NAME",
+        help="also write RESULTS_ROOT/NAME.md: the protocols side by side (they must share their runs)",
+    )
+    p.add_argument(
+        "--select-on",
+        default=None,
+        metavar="PROTOCOL",
+        help="with --overview: choose each rho curve's rho on this validation protocol (sharing the runs) and "
+        "report the chosen runs' test scores",
+    )
+    p.add_argument(
+        "--min-select-seeds",
+        type=int,
+        default=MIN_SELECT_SEEDS,
+        metavar="N",
+        help=f"with --select-on: a radius competes once it has N+ validation seeds (default {MIN_SELECT_SEEDS})",
+    )
+    p.add_argument(
+        "--exclude-seeds",
+        default=None,
+        metavar="METHOD:SEED,...",
+        help="leave these runs out of every figure (listed as excluded), e.g. qmix-groupdr:0 for a diverged seed; "
+        "write to another --results-root so that the full report stays",
+    )
+    p.add_argument(
+        "--overview-only",
+        action="store_true",
+        help="with --overview: write only the overview, not each protocol's report",
+    )
+    return p
+
+
+def _check_excluded(names: list[str], args: argparse.Namespace, exclude: frozenset[tuple[str, int]]) -> None:
+    """ConfigError naming every (method, seed) of `exclude` that no reported protocol requested (a typo would
+    otherwise exclude nothing, silently)."""
+    from drigm.collect import detect_scale, requested_jobs
+    from drigm.config import ConfigError
+
+    out_root = Path(args.out_root).resolve()
+    found: set[tuple[str, int]] = set()
+    for name in names + ([args.select_on] if args.select_on else []):
+        scale = args.scale or detect_scale(name, out_root, args.preset)
+        found |= {(j.method, j.seed) for j in requested_jobs(name, out_root, scale, args.preset)[1]}
+    unmatched = sorted(exclude - found)
+    if unmatched:
+        items = ", ".join(f"{m}:{s}" for m, s in unmatched)
+        raise ConfigError(f"--exclude-seeds {items}: no such run was requested by {', '.join(names)}")
+
+
+def report_main(argv: list[str]) -> int:
+    """``drigm report PROTOCOL``: 0 when the report is complete, 1 when runs are missing/failed, 2 on errors."""
+    args = report_parser().parse_args(argv)
+    from drigm.collect import detect_scale
+    from drigm.config import ConfigError
+    from drigm.report import overview, parse_exclude_seeds, report
+
+    names = [n.strip() for n in args.protocol.split(",") if n.strip()]
+    complete = True
+    try:
+        if args.overview_only and not args.overview:
+            raise ConfigError("--overview-only needs --overview NAME")
+        if args.select_on is not None and not args.overview:
+            raise ConfigError(
+                f"--select-on {args.select_on!r} chooses rho inside an overview: it needs --overview NAME"
+            )
+        if args.overview is not None and (
+            not args.overview or args.overview in (".", "..") or any(c in args.overview for c in "/\\\0")
+        ):
+            raise ConfigError(
+                f"--overview {args.overview!r} must be a plain file name (no '/', '..'): the overview is written "
+                "inside --results-root"
+            )
+        if args.exclude_seeds is not None and not args.exclude_seeds.strip(" ,"):
+            raise ConfigError(f"--exclude-seeds {args.exclude_seeds!r}: no runs given (METHOD:SEED, ...)")
+        exclude = parse_exclude_seeds(args.exclude_seeds)
+        if exclude:
+            _check_excluded(names, args, exclude)
+        for name in [] if args.overview_only else names:
+            s = report(name, args.out_root, args.results_root, args.scale, args.preset, exclude)
+            print((Path(s["results_dir"]) / "results.md").read_text())
+            if not s["complete"]:
+                complete = False
+                print(
+                    f"drigm report: {name}: {len(s['missing'])} run(s) missing, {len(s['failed'])} failed",
+                    file=sys.stderr,
+                )
+        if args.overview:
+            scale = args.scale or detect_scale(names[0], Path(args.out_root).resolve(), args.preset)
+            path = overview(
+                names, args.out_root, args.results_root, args.overview, scale, args.preset,
+                select_on=args.select_on, min_select_seeds=args.min_select_seeds, exclude=exclude,
+            )  # fmt: skip
+            print(path.read_text())
+    except ConfigError as exc:
+        print(f"drigm report: error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if complete else 1
+
+
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `drigm` console script; returns the exit status (2 on a user error)."""
@@ -553,8 +673,6 @@ def main(argv: list[str] | None = None) -> int:
 
             return verify_main(args)
         elif args.command == "report":
-            from drigm.report import report_main
-
             return report_main(args.rest)
         else:
             from drigm.demo import PARTS, run_demo

@@ -18,9 +18,7 @@ validation (:mod:`drigm.rho_selection`); the names they held when they were here
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,7 @@ from drigm.comparisons import (
 )
 from drigm.config import ConfigError
 from drigm.markdown import ci_text, md_table, point_cis
-from drigm.protocol import SCALES, Protocol, ProtocolError, load_protocol, parse_method
+from drigm.protocol import Protocol, ProtocolError, load_protocol, parse_method
 from drigm.report_plots import plot_curves, plot_ood, plot_profiles, rho_curve_points, rho_report
 from drigm.report_stats import CVAR_ALPHA, PROFILE_TAUS, stats_section
 from drigm.rho_curves import plot_rho_curves
@@ -85,8 +83,6 @@ __all__ = [
     "plot_ood",
     "plot_profiles",
     "report",
-    "report_main",
-    "report_parser",
     "requested_jobs",
     "rescore",
     "seed_means",
@@ -574,114 +570,3 @@ def overview(
     atomic_write_bytes(dest, "\n".join(md).encode(), make_parents=True)
     atomic_write_bytes(dest.with_suffix(".json"), (json.dumps(data, indent=1) + "\n").encode(), make_parents=True)
     return dest
-
-
-def report_parser(prog: str = "drigm report") -> argparse.ArgumentParser:
-    """The argument parser of ``drigm report``."""
-    p = argparse.ArgumentParser(prog=prog, description="Aggregate a protocol's sweep results over seeds.")
-    p.add_argument(
-        "protocol",
-        help="a protocol name (experiments/protocols/NAME.yaml) or a path; several joined by commas are reported "
-        "one by one (and together with --overview)",
-    )
-    p.add_argument("--scale", choices=SCALES, default=None, help="default: the only scale with results")
-    p.add_argument("--preset", default=None, help="a named training preset of the protocol (default: its own)")
-    p.add_argument("--out-root", type=Path, default=DEFAULT_OUT, help="the sweep's root (default experiments/runs)")
-    p.add_argument("--results-root", type=Path, default=DEFAULT_RESULTS, help="default experiments/results")
-    p.add_argument(
-        "--overview",
-        default=None,
-        metavar="NAME",
-        help="also write RESULTS_ROOT/NAME.md: the protocols side by side (they must share their runs)",
-    )
-    p.add_argument(
-        "--select-on",
-        default=None,
-        metavar="PROTOCOL",
-        help="with --overview: choose each rho curve's rho on this validation protocol (sharing the runs) and "
-        "report the chosen runs' test scores",
-    )
-    p.add_argument(
-        "--min-select-seeds",
-        type=int,
-        default=MIN_SELECT_SEEDS,
-        metavar="N",
-        help=f"with --select-on: a radius competes once it has N+ validation seeds (default {MIN_SELECT_SEEDS})",
-    )
-    p.add_argument(
-        "--exclude-seeds",
-        default=None,
-        metavar="METHOD:SEED,...",
-        help="leave these runs out of every figure (listed as excluded), e.g. qmix-groupdr:0 for a diverged seed; "
-        "write to another --results-root so that the full report stays",
-    )
-    p.add_argument(
-        "--overview-only",
-        action="store_true",
-        help="with --overview: write only the overview, not each protocol's report",
-    )
-    return p
-
-
-def _check_excluded(names: list[str], args: argparse.Namespace, exclude: frozenset[tuple[str, int]]) -> None:
-    """ConfigError naming every (method, seed) of `exclude` that no reported protocol requested (a typo would
-    otherwise exclude nothing, silently)."""
-    out_root = Path(args.out_root).resolve()
-    found: set[tuple[str, int]] = set()
-    for name in names + ([args.select_on] if args.select_on else []):
-        scale = args.scale or detect_scale(name, out_root, args.preset)
-        found |= {(j.method, j.seed) for j in requested_jobs(name, out_root, scale, args.preset)[1]}
-    unmatched = sorted(exclude - found)
-    if unmatched:
-        items = ", ".join(f"{m}:{s}" for m, s in unmatched)
-        raise ConfigError(f"--exclude-seeds {items}: no such run was requested by {', '.join(names)}")
-
-
-def report_main(argv: list[str]) -> int:
-    """``drigm report PROTOCOL``: 0 when the report is complete, 1 when runs are missing/failed, 2 on errors."""
-    args = report_parser().parse_args(argv)
-    names = [n.strip() for n in args.protocol.split(",") if n.strip()]
-    complete = True
-    try:
-        if args.overview_only and not args.overview:
-            raise ConfigError("--overview-only needs --overview NAME")
-        if args.select_on is not None and not args.overview:
-            raise ConfigError(
-                f"--select-on {args.select_on!r} chooses rho inside an overview: it needs --overview NAME"
-            )
-        if args.overview is not None and (
-            not args.overview or args.overview in (".", "..") or any(c in args.overview for c in "/\\\0")
-        ):
-            raise ConfigError(
-                f"--overview {args.overview!r} must be a plain file name (no '/', '..'): the overview is written "
-                "inside --results-root"
-            )
-        if args.exclude_seeds is not None and not args.exclude_seeds.strip(" ,"):
-            raise ConfigError(f"--exclude-seeds {args.exclude_seeds!r}: no runs given (METHOD:SEED, ...)")
-        exclude = parse_exclude_seeds(args.exclude_seeds)
-        if exclude:
-            _check_excluded(names, args, exclude)
-        for name in [] if args.overview_only else names:
-            s = report(name, args.out_root, args.results_root, args.scale, args.preset, exclude)
-            print((Path(s["results_dir"]) / "results.md").read_text())
-            if not s["complete"]:
-                complete = False
-                print(
-                    f"drigm report: {name}: {len(s['missing'])} run(s) missing, {len(s['failed'])} failed",
-                    file=sys.stderr,
-                )
-        if args.overview:
-            scale = args.scale or detect_scale(names[0], Path(args.out_root).resolve(), args.preset)
-            path = overview(
-                names, args.out_root, args.results_root, args.overview, scale, args.preset,
-                select_on=args.select_on, min_select_seeds=args.min_select_seeds, exclude=exclude,
-            )  # fmt: skip
-            print(path.read_text())
-    except ConfigError as exc:
-        print(f"drigm report: error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if complete else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(report_main(sys.argv[1:]))

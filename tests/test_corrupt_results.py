@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from drigm.cli import sweep_main
-from drigm.report import report_main
+from drigm.cli import report_main, sweep_main
 
 SWEEP = ["tabular-smoke", "--scale", "smoke", "--seeds", "1", "--algos", "vdn", "--targets", "none", "--workers", "1"]
 

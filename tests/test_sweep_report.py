@@ -12,7 +12,7 @@ import pytest
 from conftest import require_extra
 from scipy.stats import trim_mean
 
-from drigm.cli import sweep_main
+from drigm.cli import report_main, sweep_main
 from drigm.comparisons import versus
 from drigm.config import build_config
 from drigm.protocol import (
@@ -24,7 +24,7 @@ from drigm.protocol import (
     protocol_names,
     protocol_presets,
 )
-from drigm.report import cell, report, report_main
+from drigm.report import cell, report
 from drigm.results_store import read_curve, result_path, train_dir
 from drigm.run import CHECKPOINT, TRAIN_DONE, Trainer
 from drigm.sweep import sweep

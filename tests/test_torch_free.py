@@ -90,7 +90,7 @@ def test_drigm_report_runs_without_torch(tmp_path: Path) -> None:
     out = run_probe(
         f"""
 import drigm.report
-from drigm.report import report_main
+from drigm.cli import report_main
 rc = report_main(["building-paper-seasonal", "--preset", "paper", "--results-root", {str(tmp_path)!r}])
 _emit({{"rc": rc}})
 """,
