@@ -348,8 +348,9 @@ class Protocol:
                         if self.schedule_overrides(s):
                             out.extend(Job(a, t, s, None, int(seed)) for seed in seeds)
                         continue
-                    default = self.rho_of(s, a)
-                    for r in dict.fromkeys(float(x) for x in rhos.get(s, [default])):
+                    # a set the protocol gives no rho (an outside set, say) trains only at explicit radii, each tagged
+                    default = self.rho.get(s, {}).get(a) if s in rhos else self.rho_of(s, a)
+                    for r in dict.fromkeys(float(x) for x in rhos.get(s, [default])):  # type: ignore[list-item]
                         if r == 0.0 and (t == "discount" or self._nominal_at_zero(s)):
                             want_none = True
                             continue

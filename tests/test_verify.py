@@ -210,3 +210,29 @@ def test_the_example_reaches_q_rob_with_vdn(example_on_path: None) -> None:
 
     res = check_fixed_point(load_set("drigm_cvar_set:SPEC"), "vdn")
     assert res.verdict == sc.PASSED and res.worst_error is not None and res.worst_error <= 1e-3, res.detail
+
+
+def test_an_installed_set_sweeps_and_reports_at_explicit_radii(installed: Path, tmp_path: Path) -> None:
+    """A sweep trains an outside set at the radii given (each run tagged, the protocol having no rho for it) and the
+    report covers it; without radii the sweep refuses, naming the missing rho."""
+    common = ["tabular-smoke", "--scale", "smoke", "--out-root", str(tmp_path / "runs")]
+    sweep = [
+        "sweep",
+        *common,
+        "--algos",
+        "vdn",
+        "--targets",
+        "exact",
+        "--sets",
+        "cvar",
+        "--seeds",
+        "1",
+        "--no-progress",
+    ]
+    refused = _drigm(sweep, installed, tmp_path)
+    assert refused.returncode == 2 and "defines no rho for set 'cvar'" in refused.stderr, refused.stderr
+    done = _drigm([*sweep, "--rho", "cvar=0.2"], installed, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rep = _drigm(["report", *common, "--results-root", str(tmp_path / "res")], installed, tmp_path)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "| vdn-exact-cvar-rho0.2 |" in (tmp_path / "res" / "tabular-smoke" / "results.md").read_text()
