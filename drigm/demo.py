@@ -262,8 +262,9 @@ def run_demo(
         raise ValueError(f"unknown demo part(s) {unknown}; known: {', '.join(PARTS)}")
     start = time.perf_counter()
     status = 0
-    for i, part in enumerate(p for p in PARTS if p in parts):
-        print(f"\n{'=' * 100}\n[{i + 1}/{len(parts)}] {part}: {PART_TITLES[part]}\n{'=' * 100}", flush=True)
+    chosen = [p for p in PARTS if p in parts]  # in the demo's order, each once
+    for i, part in enumerate(chosen):
+        print(f"\n{'=' * 100}\n[{i + 1}/{len(chosen)}] {part}: {PART_TITLES[part]}\n{'=' * 100}", flush=True)
         if part == "solver":
             print(solver_demo()[2], flush=True)
         elif part == "tabular":

@@ -570,3 +570,7 @@ def overview(
     atomic_write_bytes(dest, "\n".join(md).encode(), make_parents=True)
     atomic_write_bytes(dest.with_suffix(".json"), (json.dumps(data, indent=1) + "\n").encode(), make_parents=True)
     return dest
+
+
+if __name__ == "__main__":
+    raise SystemExit("drigm.report is a library module: run `drigm report ...` (or `python -m drigm report ...`)")

@@ -266,3 +266,7 @@ def _rho_axis(
 
 def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+if __name__ == "__main__":
+    raise SystemExit("drigm.sweep is a library module: run `drigm sweep ...` (or `python -m drigm sweep ...`)")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from reference import set_checks as sc
+from reference.atomic_io import atomic_write_text
 from reference.sets import SampleRule, SetSpec, get_spec, resolve_set
 
 HARNESS_TOL = 1e-3
@@ -239,6 +240,6 @@ def verify_main(args: argparse.Namespace) -> int:
             "seconds": seconds,
             "checks": [r.as_json() for r in results],
         }
-        args.json.write_text(json.dumps(record, indent=1, allow_nan=False, default=str) + "\n")
+        atomic_write_text(args.json, json.dumps(record, indent=1, allow_nan=False, default=str) + "\n")
     sys.stdout.flush()
     return 0 if ok else 1

@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without an inst
     sys.path.insert(0, str(ROOT))
 
 from drigm.building_answer import RESULTS, Results, blocks, documents, replace_blocks, stale  # noqa: E402
+from reference.atomic_io import atomic_write_text  # noqa: E402
 
 
 def main(argv: list[str] | None = None, results: Path = RESULTS, docs: dict[str, Path] | None = None) -> int:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None, results: Path = RESULTS, docs: dict[str,
                     )
                     status = 1
             else:
-                path.write_text(replace_blocks(text, new, str(path)))
+                atomic_write_text(path, replace_blocks(text, new, str(path)))
         except (OSError, ValueError) as exc:
             print(f"building_answer: error: {exc}", file=sys.stderr)
             return 2

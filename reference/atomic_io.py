@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -149,6 +148,8 @@ def atomic_write_json(
 def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the file `path` (created with its parents) for the ``with`` block; the lock
     dies with its process, so a killed holder never leaves it taken."""
+    import fcntl  # POSIX only: imported here so that the rest of this module imports everywhere
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:

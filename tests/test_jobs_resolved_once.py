@@ -5,12 +5,14 @@ pools, Ray); and a finished check given the key builds no config either."""
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 
 from drigm import protocol as protocol_mod
 from drigm.jobs import run_job
+from drigm.protocol import PROTOCOL_DIR
 from drigm.results_store import is_finished
 from drigm.sweep import job_spec, resolve
 
@@ -22,10 +24,12 @@ def _refuse(*args: object, **kwargs: object) -> None:
 def test_a_worker_runs_its_spec_without_reading_a_protocol_or_building_a_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    r = resolve("tabular-smoke", algos=["qmix"], targets=["none"], seeds=[3], scale="smoke")
+    proto_file = tmp_path / "smoke.yaml"
+    shutil.copy(PROTOCOL_DIR / "tabular-smoke.yaml", proto_file)
+    r = resolve(proto_file, algos=["qmix"], targets=["none"], seeds=[3], scale="smoke")
     spec = pickle.loads(pickle.dumps(job_spec(r, 0, tmp_path, progress=False)))
     assert spec.config_key == r.keys[0] and Path(spec.config.out).parent.parent == tmp_path / "train"
-    monkeypatch.setattr(protocol_mod, "load_protocol", _refuse)
+    proto_file.unlink()  # a worker that reads its protocol again fails here
     monkeypatch.setattr(protocol_mod.Protocol, "job_config", _refuse)
     out = run_job(spec)
     path = Path(out["path"])

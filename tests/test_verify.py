@@ -201,7 +201,47 @@ def test_a_check_the_set_cannot_take_is_not_applicable() -> None:
     assert sc.check_fast_path(spec).verdict == sc.NOT_APPLICABLE
     results = {r.name: r for r in run_checks(spec, MODES["quick"])}
     assert results["sample rule"].verdict == sc.NOT_APPLICABLE and results["sample rule"].ok
-    assert sc.NOT_APPLICABLE != sc.PASSED
+
+
+def test_a_set_wrong_consistently_with_itself_still_fails_against_the_primal() -> None:
+    """Support and worst case at radius 2 rho, divergence halved: the set agrees with itself, not with cvxpy."""
+    from reference.sets import kl as kl_module
+
+    base = kl_module.SPEC
+    spec = dataclasses.replace(
+        base,
+        name="kl-double",
+        radius=dataclasses.replace(base.radius, set_name="kl-double"),
+        support=lambda p0, V, rho, *a, **k: base.support(p0, V, 2 * rho, *a, **k),
+        worst_case=lambda p0, V, rho, *a, **k: base.worst_case(p0, V, 2 * rho, *a, **k),
+        divergence=lambda p, p0: base.divergence(p, p0) / 2,
+        support_shared=None,
+        rules={},
+    )
+    assert sc.check_worst_case(spec).verdict == sc.PASSED  # it is consistent with its own divergence
+    res = sc.check_primal(spec, n_rows=6)
+    assert res.verdict == sc.FAILED and "closed form" in res.detail, res
+
+
+def test_a_set_whose_code_raises_fails_the_check_instead_of_passing_or_crashing() -> None:
+    def support(p0: np.ndarray, V: np.ndarray, rho: float, *a: object, **k: object) -> np.ndarray:
+        out = tv_module.SPEC.support(p0, V, rho, *a, **k)
+        assert np.all(np.asarray(out) < 3.0), "the user's own assertion"
+        return out
+
+    spec = dataclasses.replace(tv_module.SPEC, name="tv-asserting", support=support)
+    for prop in sc.PROPERTIES:
+        res = sc.check_property(spec, prop, 50)
+        assert res.verdict == sc.FAILED and "raised AssertionError" in res.detail, (prop.name, res)
+    for check in (sc.check_primal, sc.check_worst_case, sc.check_members):
+        res = check(spec)
+        assert res.verdict == sc.FAILED and "raised AssertionError" in res.detail, (check.__name__, res)
+
+
+def test_non_finite_numbers_inside_arrays_reach_the_json_as_text() -> None:
+    res = sc.CheckResult("x", sc.FAILED, float("inf"), 1e-9, 1, "d", {"p_star": np.array([np.nan, 1.0])})
+    text = json.dumps(res.as_json(), allow_nan=False)
+    assert json.loads(text)["counterexample"]["p_star"] == ["nan", 1.0]
 
 
 @pytest.mark.slow

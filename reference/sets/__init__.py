@@ -174,21 +174,25 @@ def load_set(ref: str) -> SetSpec:
 
 
 def _from_entry_points(name: str) -> SetSpec | None:
-    """Load the installed ``drigm.sets`` entry point called `name`, if any; None when there is none."""
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name != name:
-            continue
-        source = f"entry point {ep.name!r} ({ep.value})"
-        try:
-            obj = ep.load()
-        except Exception as exc:
-            raise UncertaintySetError(f"cannot load {source}: {type(exc).__name__}: {exc}") from None
-        spec = register_set(obj, source)
-        if spec.name != name:
-            unregister_set(spec.name)
-            raise UncertaintySetError(f"{source} holds the set {spec.name!r}; the entry point must be named so")
-        return spec
-    return None
+    """Load the installed ``drigm.sets`` entry point called `name`, if any; None when there is none. Two entry
+    points of that name, or one whose SetSpec carries another name, are refused (nothing is registered)."""
+    found = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    values = sorted({ep.value for ep in found})
+    if len(values) > 1:
+        raise UncertaintySetError(
+            f"two installed drigm.sets entry points are named {name!r} ({', '.join(values)}); uninstall one"
+        )
+    if not found:
+        return None
+    ep = found[0]
+    source = f"entry point {ep.name!r} ({ep.value})"
+    try:
+        obj = ep.load()
+    except Exception as exc:
+        raise UncertaintySetError(f"cannot load {source}: {type(exc).__name__}: {exc}") from None
+    if isinstance(obj, SetSpec) and obj.name != name:
+        raise UncertaintySetError(f"{source} holds the set {obj.name!r}; the entry point must be named so")
+    return register_set(obj, source)
 
 
 def resolve_set(text: str) -> str:
@@ -301,9 +305,14 @@ def primal_support(name: str, p0: np.ndarray, V: np.ndarray, rho: float) -> tupl
     For "kl-penalty" it minimises p.V + beta KL(p || p0) instead. Returns (value, p).
     This is the independent check of the closed forms, not a fast path.
     """
+    return solve_primal(get_spec(name), p0, V, rho)
+
+
+def solve_primal(spec: SetSpec, p0: np.ndarray, V: np.ndarray, rho: float) -> tuple[float, np.ndarray]:
+    """:func:`primal_support` for the set `spec` itself (registered or not): the infimum of its cvxpy primal."""
     import cvxpy as cp
 
-    spec = get_spec(name)
+    name = spec.name
     rho = spec.radius.check(rho)
     p0 = np.asarray(p0, dtype=np.float64)
     V = np.asarray(V, dtype=np.float64)
