@@ -232,11 +232,17 @@ def render_versus(res: Results, preset: str = BEST_LOOP) -> str:
         vc = res.versus(preset, protocol, README_ROBUST, README_CONTROL)
         if not any(means):
             continue
-        n = max((len(c["values"]) for c in means if c), default=0)
-        rows.append(
-            [label, *(f"{c['mean']:.3f}" if c else "" for c in means), _diff(vn, "t_ci"), _diff(vc, "t_ci"), str(n)]
-        )
-    header = ["day set", "TV 0.2", "non-robust", "rho = 0 control", "TV minus non-robust", "TV minus control", "seeds"]
+        n = " / ".join(str(len(c.get("values", []))) if c else "0" for c in means)
+        rows.append([label, *(f"{c['mean']:.3f}" if c else "" for c in means), _diff(vn, "t_ci"), _diff(vc, "t_ci"), n])
+    header = [
+        "day set",
+        "TV 0.2",
+        "non-robust",
+        "rho = 0 control",
+        "TV minus non-robust",
+        "TV minus control",
+        "seeds (TV / non-robust / control)",
+    ]
     return md_table(header, rows, f"No `{preset}` runs of paper TV 0.2 are committed yet.")
 
 

@@ -109,3 +109,15 @@ def test_the_results_document_quotes_no_result_outside_its_generated_blocks() ->
         text = text.split(start)[0] + text.split(end)[1]
     scores = re.findall(r"(?<!contamination\s)(?<![\d.])[+-]?\d\.\d{3}\b", text)
     assert not scores, f"result figures outside the generated blocks: {scores}"
+
+
+def test_the_versus_table_counts_each_methods_own_seeds() -> None:
+    """The seeds column gives each method's seed count (TV / non-robust / control), not the largest of them."""
+    res = ba.Results.load(ba.RESULTS)
+    ov = res.overviews[ba.BEST_LOOP]
+    want = " / ".join(
+        str(len(ov["scores"][ba.HELD_SEASON][m]["values"])) if m in ov["scores"][ba.HELD_SEASON] else "0"
+        for m in (ba.README_ROBUST, ba.README_NONE, ba.README_CONTROL)
+    )
+    row = next(line for line in ba.render_versus(res).splitlines() if line.startswith("| held-out Tucson days"))
+    assert row.rstrip(" |").endswith(want), (row, want)
