@@ -248,10 +248,18 @@ def run_property(
             res.detail = prop.claim
     else:
         if falsified is not None:
+            found = falsified
             falsified = _reduce(prop, falsified)
             try:
                 assert prop.confirm is not None
-                res.counterexample = prop.confirm(falsified)
+                try:
+                    res.counterexample = prop.confirm(falsified)
+                except ConfirmationError:
+                    if falsified is found:
+                        raise
+                    # the reduction can lose what made the found case a counterexample: confirm the found one
+                    res.counterexample = prop.confirm(found)
+                    falsified = found
                 res.passed = True
                 res.detail = f"{falsified.message}; {_summary(falsified.case)}"
             except ConfirmationError as exc:
