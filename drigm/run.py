@@ -38,7 +38,7 @@ from drigm.learner import Learner, resolve_device
 from drigm.reward_model import RewardEstimator, load_estimator
 from drigm.runner import BatchedRunner, Episode, EpisodeRunner
 from drigm.window_agents import WindowController
-from reference.atomic_io import atomic_write_json, file_lock, remove_stale_temps
+from reference.atomic_io import file_lock, remove_stale_temps
 from reference.bellman import evaluate_under_kernel, policy_evaluation, value_iteration
 from reference.sets import UncertaintySet, make_set
 
@@ -667,6 +667,8 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, progress: bool = True) ->
 def train_job(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` in `run_dir` to completion (resuming a checkpoint left by a killed run) and write TRAIN_DONE;
     idempotent, and file-locked so that concurrent sweeps never train the same run twice."""
+    from drigm.results_store import write_json
+
     run_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(run_dir / ".lock"):
         done = run_dir / TRAIN_DONE
@@ -680,13 +682,5 @@ def train_job(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         resume = (run_dir / CHECKPOINT).is_file()
         summary = Trainer(cfg, run_dir).train(resume=resume)
         summary["resumed"] = resume
-        atomic_write_json(done, summary, indent=1, default=_json_default)
+        write_json(done, summary)
         return summary
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
